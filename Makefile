@@ -1,0 +1,52 @@
+# The two set-up commands of the README: `make reproduce` (main job) and `make test` (CI).
+# Each creates .venv on first use, installs the project, and runs; later runs reuse the venv.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The local CPU wheel; a GPU machine's venv can set TORCH_SPEC= to keep its preinstalled build.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+PROFILE ?= cpu
+
+.PHONY: install reproduce test export check-export check-clean lint docs-check pytest nbtest
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/python -m pip install -q "$(TORCH_SPEC)"; fi
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $@
+
+install: $(STAMP)
+
+reproduce: install
+	$(BIN)/agora reproduce --profile $(PROFILE)
+
+test: install check-export check-clean lint docs-check pytest nbtest
+
+pytest: install
+	$(BIN)/python -m pytest -q
+
+nbtest: install
+	$(BIN)/nbdev-test --n-workers 2
+
+# Export and clean the notebooks, regenerate README.md: run before committing.
+export: install
+	$(BIN)/nbdev-export
+	$(BIN)/nbdev-clean
+	$(BIN)/agora docs
+
+check-export: install
+	@tmp=$$(mktemp -d) && cp -r src_generated $$tmp/ && $(BIN)/nbdev-export && \
+	if ! diff -r $$tmp/src_generated src_generated; then echo "src_generated/ differs from nbdev-export of nbs/: run make export"; exit 1; fi
+
+check-clean: install
+	@tmp=$$(mktemp -d) && cp -r nbs $$tmp/ && $(BIN)/nbdev-clean && \
+	if ! diff -r $$tmp/nbs nbs >/dev/null; then echo "notebooks were not clean (outputs or metadata): run make export"; exit 1; fi
+
+lint: install
+	$(BIN)/ruff check --select F821,F822,F823,E9 src_generated
+
+docs-check: install
+	$(BIN)/agora docs --check

@@ -1,0 +1,47 @@
+"Shared fixtures: a throw-away agora repo holding the toy fixture paper, and a runner for the `agora` command."
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FIXTURE = Path(__file__).parent / "fixtures" / "toy"
+AGORA = str(Path(sys.executable).parent / "agora")
+
+
+def add_paper(root: Path, slug: str = "toy", extra_notebooks: tuple[str, ...] = ()) -> None:
+    "Copy the toy fixture paper into `root` under `slug` (notebooks, card, cpu profile)."
+    nbs, card = root / "nbs" / "papers" / slug, root / "papers" / slug
+    (card / "profiles").mkdir(parents=True)
+    nbs.mkdir(parents=True)
+    for nb in FIXTURE.glob("*.ipynb"):
+        shutil.copy(nb, nbs / nb.name)
+    text = (FIXTURE / "paper.yaml").read_text()
+    if extra_notebooks:
+        text = text.replace("  - 90_figures.ipynb", "".join(f"  - {n}\n" for n in extra_notebooks) + "  - 90_figures.ipynb")
+    (card / "paper.yaml").write_text(text)
+    shutil.copy(FIXTURE / "cpu.yaml", card / "profiles" / "cpu.yaml")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    "An empty agora repo (settings.ini only) in a temporary directory."
+    (tmp_path / "settings.ini").write_text((Path(__file__).parents[1] / "settings.ini").read_text())
+    return tmp_path
+
+
+@pytest.fixture
+def toy_repo(repo: Path) -> Path:
+    "A repo holding the toy fixture paper."
+    add_paper(repo)
+    return repo
+
+
+def agora(root: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    "Run the `agora` command with `root` as the repo root."
+    env = {**os.environ, "AGORA_ROOT": str(root)}
+    return subprocess.run([AGORA, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=root)
