@@ -21,7 +21,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['UNSAFE_ENV', 'SANDBOX_UID', 'HARNESS', 'SandboxUnavailable', 'SandboxResult', 'bwrap_path', 'sandbox_python',
-           'sandbox_status', 'sandbox_available', 'run_python', 'run_many', 'bench_sandbox']
+           'sandbox_status', 'sandbox_available', 'run_batch', 'run_python', 'run_many', 'bench_sandbox']
 
 # %% ../../../nbs/core/14_sandbox.ipynb #f0e19556
 UNSAFE_ENV = "AGORA_ALLOW_UNSANDBOXED"  # set to 1 to run code without bubblewrap (only rlimits then)
@@ -50,39 +50,145 @@ class SandboxResult:
         return next((i for i, o in enumerate(self.outcomes) if o != "pass"), None)
 
 # %% ../../../nbs/core/14_sandbox.ipynb #1110ea14
-HARNESS = r'''
-import json, os, resource, sys
+HARNESS = r"""
+import json, os, resource, select, shutil, sys, time
 job = json.loads(sys.stdin.readline()); sys.stdin.close()
-_mark = job.pop("marker").encode()
-_w = os.write
-def _report(kind, value):
-    sys.stdout.flush(); sys.stderr.flush()
-    _w(1, _mark + json.dumps([kind, value]).encode() + b"\n")
-L = job["limits"]
-for name, v in (("RLIMIT_CPU", L["cpu_s"]), ("RLIMIT_AS", L["memory_b"]), ("RLIMIT_NPROC", L["nproc"]),
-                ("RLIMIT_FSIZE", L["fsize_b"]), ("RLIMIT_NOFILE", L["nofile"]), ("RLIMIT_CORE", 0)):
+MARK = job.pop("marker").encode()
+L, ME, WORK, OUT = job["limits"], os.getpid(), os.getcwd(), job["out_dir"]
+os.makedirs(OUT, exist_ok=True)
+
+def setlim(name, v):
     try: resource.setrlimit(getattr(resource, name), (v, v))
-    except (ValueError, OSError) as e: _report("limit_error", name + ": " + str(e))
-try:
-    code = compile(job["source"], "solution.py", "exec")
-except BaseException as e:
-    _report("syntax", type(e).__name__ + ": " + str(e)[:200]); sys.exit(0)
-ns = {"__name__": "solution"}
-try:
-    exec(code, ns)
-except BaseException as e:
-    _report("load", type(e).__name__ + ": " + str(e)[:200]); sys.exit(0)
-_report("loaded", None)
-for t in job["tests"]:
+    except (ValueError, OSError): pass
+
+def child(i, prog, w):
+    for fd, name in ((1, "o"), (2, "e")):
+        f = os.open(os.path.join(OUT, name + str(i)), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(f, fd); os.close(f)
+    for name, v in (("RLIMIT_CPU", L["cpu_s"]), ("RLIMIT_AS", L["memory_b"]), ("RLIMIT_NPROC", L["nproc"]),
+                    ("RLIMIT_FSIZE", L["fsize_b"]), ("RLIMIT_NOFILE", L["nofile"]), ("RLIMIT_CORE", 0)):
+        setlim(name, v)
+    def report(kind, value):
+        try:
+            sys.stdout.flush(); sys.stderr.flush()
+        except BaseException: pass
+        os.write(w, MARK + json.dumps([kind, value]).encode() + b"\n")
     try:
-        exec(compile(t, "test.py", "exec"), ns)
-        _report("test", "pass")
-    except AssertionError:
-        _report("test", "fail")
+        code = compile(prog["source"], "solution.py", "exec")
     except BaseException as e:
-        _report("test", "error:" + type(e).__name__)
-_report("done", None)
-'''
+        report("syntax", type(e).__name__ + ": " + str(e)[:200]); os._exit(0)
+    ns = {"__name__": "solution"}
+    try:
+        exec(code, ns)
+    except BaseException as e:
+        report("load", type(e).__name__ + ": " + str(e)[:200]); os._exit(0)
+    for t in prog["tests"]:
+        try:
+            exec(compile(t, "test.py", "exec"), ns)
+            report("test", "pass")
+        except AssertionError:
+            report("test", "fail")
+        except BaseException as e:
+            report("test", "error:" + type(e).__name__)
+    report("done", None)
+    os._exit(0)
+
+def others():
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit() and int(p) not in (1, ME):
+            try:
+                with open("/proc/" + p + "/stat") as f: st = f.read().rsplit(")", 1)[1].split()[0]
+            except OSError: continue
+            if st != "Z": out.append(int(p))
+    return out
+
+def reap():
+    while True:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0: return
+        except ChildProcessError: return
+
+def clean_up(pid):
+    if job["pid_ns"]:
+        for _ in range(200):
+            ps = others()
+            if not ps: break
+            for p in ps:
+                try: os.kill(p, 9)
+                except OSError: pass
+            reap()
+    else:
+        try: os.killpg(pid, 9)
+        except OSError: pass
+    reap()
+    for d in [WORK] + (["/tmp"] if job["pid_ns"] else []):
+        for n in os.listdir(d):
+            q = os.path.join(d, n)
+            if q in (WORK, OUT): continue
+            try:
+                if os.path.isdir(q) and not os.path.islink(q): shutil.rmtree(q, ignore_errors=True)
+                else: os.unlink(q)
+            except OSError: pass
+
+def tail(path, n):
+    try:
+        with open(path, "rb") as f: data = f.read(n)
+        return data.decode(errors="replace"), os.path.getsize(path)
+    except OSError: return "", 0
+
+results = []
+for i, prog in enumerate(job["programs"]):
+    r, w = os.pipe()
+    t0 = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r); os.setsid(); child(i, prog, w)
+    os.close(w)
+    buf, timed_out, status = b"", False, None
+    while True:
+        left = job["timeout_s"] - (time.monotonic() - t0)
+        if left <= 0:
+            timed_out = True; break
+        if select.select([r], [], [], min(left, 0.05))[0]:
+            chunk = os.read(r, 65536)
+            if not chunk: break
+            buf += chunk
+            if b'["done"' in buf or len(buf) > 1 << 20: break
+            continue
+        p, st = os.waitpid(pid, os.WNOHANG)
+        if p:
+            status = st
+            while len(buf) < 1 << 20 and select.select([r], [], [], 0)[0]:
+                chunk = os.read(r, 65536)
+                if not chunk: break
+                buf += chunk
+            break
+    os.close(r)
+    dt = time.monotonic() - t0
+    if status is None:
+        try:
+            p, st = os.waitpid(pid, os.WNOHANG)
+            if p: status = st
+        except ChildProcessError: pass
+    clean_up(pid)
+    if status is None:
+        try: status = os.waitpid(pid, 0)[1]
+        except ChildProcessError: status = 0
+    reports = []
+    for line in buf.split(b"\n"):
+        if line.startswith(MARK):
+            try: reports.append(json.loads(line[len(MARK):]))
+            except ValueError: pass
+    so, so_n = tail(os.path.join(OUT, "o" + str(i)), L["max_output"])
+    se, se_n = tail(os.path.join(OUT, "e" + str(i)), L["max_output"])
+    for n in ("o", "e"):
+        try: os.unlink(os.path.join(OUT, n + str(i)))
+        except OSError: pass
+    results.append(dict(reports=reports, stdout=so, stderr=se, rc=os.waitstatus_to_exitcode(status),
+                        timed_out=timed_out, full=max(so_n, se_n) >= L["fsize_b"], dt=dt))
+os.write(1, MARK + json.dumps(results).encode() + b"\n")
+"""
 
 # %% ../../../nbs/core/14_sandbox.ipynb #317716ba
 def bwrap_path() -> str | None:
@@ -138,7 +244,7 @@ def _host_env() -> dict[str, str]:
 
 def _user_kw() -> dict:
     "Popen arguments that drop root to `nobody` (the kernel exempts root from RLIMIT_NPROC)."
-    return dict(user=SANDBOX_UID, group=SANDBOX_UID, extra_groups=[]) if _as_root() else {}
+    return dict(user=SANDBOX_UID, group=SANDBOX_UID, extra_groups=[]) if _as_root() and sandbox_python() else {}
 
 def _prepare_scratch(d: Path) -> None:
     "Make the scratch directory writable by the sandbox user."
@@ -158,119 +264,124 @@ def _unsafe_allowed(allow_unsandboxed: bool | None) -> bool:
     if allow_unsandboxed is not None: return allow_unsandboxed
     return os.environ.get(UNSAFE_ENV, "").strip().lower() in ("1", "true", "yes")
 
+def _check_usable(allow_unsandboxed: bool | None) -> bool:
+    "True if bubblewrap is usable; False if not but unsandboxed runs are allowed; raises otherwise."
+    usable, why = sandbox_status()
+    if not usable and not _unsafe_allowed(allow_unsandboxed):
+        raise SandboxUnavailable(f"model code not run: {why}. To run it without a sandbox anyway (only rlimits, "
+                                 f"at your own risk), pass allow_unsandboxed=True or set {UNSAFE_ENV}=1.")
+    return usable
+
 def _read_trunc(p: Path, limit: int) -> bytes:
     with open(p, "rb") as f: return f.read(limit)
 
-def _parse_reports(raw: bytes, marker: bytes) -> tuple[list[tuple[str, object]], bytes]:
-    "Split the stdout file into the harness's reports and the program's own output."
-    reports, own = [], []
-    for line in raw.split(b"\n"):
-        i = line.find(marker)
-        if i < 0: own.append(line); continue
-        if i: own.append(line[:i])
-        try: reports.append(tuple(json.loads(line[i + len(marker):])))
-        except ValueError: pass
-    return reports, b"\n".join(own)
-
 # %% ../../../nbs/core/14_sandbox.ipynb #9b9a7df8
-def run_python(source: str,                    # the program (model-written): defines functions, may print
-               tests: list[str] | tuple = (),  # Python statements run after it in its namespace, e.g. "assert f(2) == 4"
-               timeout_s: float = 2.0,         # wall-clock limit for the whole run; CPU limit is its ceiling
-               memory_mb: int = 256,           # address-space limit
-               *,
-               max_procs: int = 16,            # processes and threads the sandbox user may have
-               max_file_mb: float = 1.0,       # largest file it may write, stdout and stderr included
-               max_output: int = 4000,         # characters of stdout/stderr kept in the result
-               allow_unsandboxed: bool | None = None,  # run without bubblewrap if it is missing (default: env var)
-               ) -> SandboxResult:
-    "Run `source` then each of `tests` in a fresh sandboxed Python process; never raises for the program's faults."
-    tests = list(tests)
-    usable, why = sandbox_status()
-    if not usable and not _unsafe_allowed(allow_unsandboxed):
-        raise SandboxUnavailable(f"model code not run: {why}. To run it without a sandbox anyway (only rlimits), "
-                                 f"pass allow_unsandboxed=True or set {UNSAFE_ENV}=1.")
-    marker = ("@@" + secrets.token_hex(12) + "@@").encode()
-    fsize = int(max_file_mb * 2**20)
+def run_batch(jobs: list[tuple[str, list[str]]],  # (source, tests) pairs; tests are statements like "assert f(2) == 4"
+              timeout_s: float = 2.0,  # wall-clock limit per program; its CPU limit is the ceiling of this
+              memory_mb: int = 256,    # address-space limit per program
+              *,
+              max_procs: int = 16,     # processes and threads the sandbox user may have
+              max_file_mb: float = 1.0,  # largest file a program may write, its stdout and stderr included
+              max_output: int = 4000,  # characters of stdout/stderr kept in each result
+              allow_unsandboxed: bool | None = None,  # run without bubblewrap if it is missing (default: env var)
+              ) -> list[SandboxResult]:
+    "Run each program, then its tests, in one sandbox (one fresh forked process per program); never raises for them."
+    if not jobs: return []
+    usable = _check_usable(allow_unsandboxed)
+    marker = "@@" + secrets.token_hex(12) + "@@"
     limits = dict(cpu_s=max(1, int(timeout_s + 0.999)), memory_b=int(memory_mb) << 20, nproc=int(max_procs),
-                  fsize_b=fsize, nofile=64)
-    job = json.dumps(dict(marker=marker.decode(), source=source, tests=tests, limits=limits)) + "\n"
+                  fsize_b=int(max_file_mb * 2**20), nofile=64, max_output=int(max_output))
     host = Path(tempfile.mkdtemp(prefix="agora-sbx-"))
     os.chmod(host, 0o711)  # the sandbox user may pass through to its scratch dir, not list or read the rest
     try:
         scratch, out_p, err_p, in_p = host / "work", host / "stdout", host / "stderr", host / "stdin"
         scratch.mkdir(); _prepare_scratch(scratch)
-        in_p.write_text(job)
-        py = [(sandbox_python() if usable else None) or sys.executable, "-I", "-S", "-c", HARNESS]
-        argv = (_bwrap_argv(bwrap_path(), scratch, 16 << 20) + py) if usable else py
-        t0 = time.perf_counter()
+        if not usable: (host / "out").mkdir(); _prepare_scratch(host / "out")
+        in_p.write_text(json.dumps(dict(marker=marker, limits=limits, timeout_s=timeout_s, pid_ns=usable,
+                                        out_dir="/tmp/out" if usable else str(host / "out"),
+                                        programs=[dict(source=s, tests=list(t)) for s, t in jobs])) + "\n")
+        py = [sandbox_python() or sys.executable, "-I", "-S", "-c", HARNESS]
+        argv = (_bwrap_argv(bwrap_path(), scratch, 64 << 20) + py) if usable else py
         with open(in_p, "rb") as fi, open(out_p, "wb") as fo, open(err_p, "wb") as fe:
-            proc = subprocess.Popen(argv, stdin=fi, stdout=fo, stderr=fe, env=_host_env(),
-                                    cwd=scratch, start_new_session=True, **_user_kw())
-            timed_out = False
-            try:
-                rc = proc.wait(timeout=timeout_s + (0.5 if usable else 0.1))  # bwrap's own start-up is not the program's time
-            except subprocess.TimeoutExpired:
-                timed_out = True
+            proc = subprocess.Popen(argv, stdin=fi, stdout=fo, stderr=fe, env=_host_env(), cwd=scratch,
+                                    start_new_session=True, **_user_kw())
+            try: proc.wait(timeout=len(jobs) * (timeout_s + 1.0) + 10)
+            except subprocess.TimeoutExpired: pass
             _kill_group(proc)
-            rc = proc.wait()
-        dt = time.perf_counter() - t0
-        raw = _read_trunc(out_p, fsize + 65536)
-        err = _read_trunc(err_p, max_output).decode(errors="replace")
-        full = max(out_p.stat().st_size, err_p.stat().st_size) >= fsize
+            proc.wait()
+        raw = _read_trunc(out_p, 8 << 20)
+        err = _read_trunc(err_p, 2000).decode(errors="replace")
     finally:
         shutil.rmtree(host, ignore_errors=True)
-    return _make_result(raw, marker, err, rc, timed_out, dt, len(tests), max_output, usable, full)
+    i = raw.rfind(marker.encode())
+    try: recs = json.loads(raw[i + len(marker):]) if i >= 0 else None
+    except ValueError: recs = None
+    if recs is None or len(recs) != len(jobs):
+        if len(jobs) > 1:  # the harness died: isolate every program in a sandbox of its own
+            kw = dict(max_procs=max_procs, max_file_mb=max_file_mb, max_output=max_output,
+                      allow_unsandboxed=allow_unsandboxed)
+            return [run_batch([j], timeout_s, memory_mb, **kw)[0] for j in jobs]
+        recs = [dict(reports=[], stdout="", stderr=err, rc=-9, timed_out=False, full=False, dt=0.0)]
+    return [_make_result(rec, len(t), usable) for rec, (_, t) in zip(recs, jobs)]
+
+def run_python(source: str,                    # the program (model-written): defines functions, may print
+               tests: list[str] | tuple = (),  # statements run after it in its namespace, e.g. "assert f(2) == 4"
+               timeout_s: float = 2.0,         # wall-clock limit; the CPU limit is the ceiling of this
+               memory_mb: int = 256,           # address-space limit
+               **kw) -> SandboxResult:
+    "Run `source`, then each of `tests`, in a fresh sandboxed Python process (see `run_batch` for the options)."
+    return run_batch([(source, list(tests))], timeout_s, memory_mb, **kw)[0]
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    "SIGKILL the sandbox's whole session (bwrap, the program, anything it forked)."
+    "SIGKILL the sandbox's whole session (bwrap and, through the PID namespace, everything under it)."
     try: os.killpg(proc.pid, 9)
     except (ProcessLookupError, PermissionError): pass
 
 # %% ../../../nbs/core/14_sandbox.ipynb #c833bc7b
 _SIGNALS = {9: "killed", 24: "timeout", 25: "output_limit", 11: "crashed", 6: "crashed"}
 
-def _make_result(raw: bytes, marker: bytes, err: str, rc: int, timed_out: bool, dt: float, n_tests: int,
-                 max_output: int, sandboxed: bool, output_full: bool = False) -> SandboxResult:
-    "Turn the harness's reports and the exit status into a `SandboxResult`."
-    reports, own = _parse_reports(raw, marker)
-    outcomes = [v for k, v in reports if k == "test"]
+def _make_result(rec: dict, n_tests: int, sandboxed: bool) -> SandboxResult:
+    "Turn one program's record from the harness (reports, outputs, exit status) into a `SandboxResult`."
+    reports = [tuple(r) for r in rec["reports"] if isinstance(r, list) and len(r) == 2]
+    outcomes = [str(v) for k, v in reports if k == "test"]
     kinds = {k: v for k, v in reports}
-    error, detail = None, ""
-    if "syntax" in kinds: error, detail = "syntax", kinds["syntax"]
+    rc, timed_out, error, detail = rec["rc"], rec["timed_out"], None, ""
+    if rec["full"]: error = "output_limit"  # a write failed with EFBIG: whatever it broke, this is the cause
+    elif "syntax" in kinds: error, detail = "syntax", kinds["syntax"]
     elif "load" in kinds:
         error, detail = ("memory" if str(kinds["load"]).startswith("MemoryError") else "load"), kinds["load"]
     elif timed_out: error = "timeout"
-    elif "done" not in kinds and output_full: error = "output_limit"
     elif "done" not in kinds:
-        sig = -rc if rc < 0 else (rc - 128 if rc > 128 else 0)
-        error = _SIGNALS.get(sig, "crashed")
-        if error == "timeout": timed_out = True
-        detail = f"exit status {rc}"
-    if "memory" != error and any(o == "error:MemoryError" for o in outcomes): detail = detail or "MemoryError in a test"
+        error, detail = _SIGNALS.get(-rc if rc < 0 else 0, "crashed"), f"exit status {rc}"
+        timed_out = error == "timeout"
     outcomes = (outcomes + ["not_run"] * n_tests)[:n_tests]
     passed = error is None and all(o == "pass" for o in outcomes)
-    return SandboxResult(passed=passed, outcomes=outcomes, stdout=own.decode(errors="replace")[:max_output],
-                         stderr=err[:max_output], timed_out=timed_out, error=error, error_detail=str(detail)[:300],
-                         returncode=rc, duration_s=dt, sandboxed=sandboxed)
+    return SandboxResult(passed=passed, outcomes=outcomes, stdout=rec["stdout"], stderr=rec["stderr"],
+                         timed_out=timed_out, error=error, error_detail=str(detail)[:300], returncode=rc,
+                         duration_s=rec["dt"], sandboxed=sandboxed)
 
 # %% ../../../nbs/core/14_sandbox.ipynb #6e8ff54c
 def run_many(jobs: list[tuple[str, list[str]]],  # (source, tests) pairs
-             workers: int | None = None,         # parallel sandboxes; default: the number of CPUs
+             workers: int | None = None,         # sandboxes at once; default: the number of CPUs
+             batch_size: int = 32,               # programs per sandbox
              **kw) -> list[SandboxResult]:
-    "`run_python` over many (source, tests) pairs in parallel; results in the order of `jobs`."
+    "`run_batch` over many (source, tests) pairs, in batches run in parallel; results in the order of `jobs`."
     workers = workers or os.cpu_count() or 1
-    if workers == 1 or len(jobs) <= 1: return [run_python(s, t, **kw) for s, t in jobs]
+    size = max(1, min(batch_size, -(-len(jobs) // workers)))
+    chunks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
+    if len(chunks) <= 1 or workers == 1: return [r for c in chunks for r in run_batch(c, **kw)]
     with ThreadPoolExecutor(workers) as ex:
-        return list(ex.map(lambda j: run_python(j[0], j[1], **kw), jobs))
+        return [r for rs in ex.map(lambda c: run_batch(c, **kw), chunks) for r in rs]
 
 def bench_sandbox(argv: list[str]) -> int:
-    "Benchmark: programs per second, sequential and with a thread pool (one JSON line each)."
-    n = int(argv[0]) if argv else 40
+    "Benchmark: programs per second, one sandbox per program vs batched (one JSON line each)."
+    n = int(argv[0]) if argv else 64
     jobs = [(f"def f(x):\n    return x + {i}", [f"assert f(1) == {i + 1}"]) for i in range(n)]
-    for workers in (1, os.cpu_count() or 1):
+    for mode, batch_size in (("one_per_sandbox", 1), ("batched", 32)):
         t0 = time.perf_counter()
-        res = run_many(jobs, workers=workers)
+        res = run_many(jobs, batch_size=batch_size)
         dt = time.perf_counter() - t0
-        print(json.dumps(dict(bench="sandbox", programs=n, workers=workers, sandboxed=res[0].sandboxed,
-                              all_passed=all(r.passed for r in res), programs_per_s=round(n / dt, 1))))
+        print(json.dumps(dict(bench="sandbox", mode=mode, programs=n, workers=os.cpu_count(),
+                              sandboxed=res[0].sandboxed, all_passed=all(r.passed for r in res),
+                              programs_per_s=round(n / dt, 1))))
     return 0

@@ -18,7 +18,8 @@ __all__ = ['GENERIC_FEEDBACK', 'FAMILIES', 'ORDINALS', 'NAMES', 'ITEMS', 'MOVES'
            'STR_RETURNS', 'Task', 'extract_answer', 'extract_int', 'leaks_solution', 'Family', 'register',
            'sample_tasks', 'chain_values', 'random_chain', 'chain_feedback', 'chain_expression', 'Arithmetic',
            'WordProblems', 'maze_shortest_path', 'walk', 'parse_moves', 'Maze', 'mastermind_score', 'Mastermind',
-           'run_reference', 'extract_code', 'run_hidden_tests', 'Code']
+           'run_reference', 'extract_code', 'run_hidden_tests', 'Code', 'prefetch_code_results', 'verify_many',
+           'feedback_many']
 
 # %% ../../../nbs/core/13_tasks.ipynb #e0c9337f
 @dataclass
@@ -631,3 +632,28 @@ class Code(Family):
         return "Reference solution:\n" + task.solution
 
 register(Code())
+
+# %% ../../../nbs/core/13_tasks.ipynb #86860e74
+def prefetch_code_results(tasks: list[Task], answers: list[str]) -> None:
+    "Run the code answers among `answers` in batched sandboxes and cache their results."
+    from agora.core.sandbox import run_many
+    todo = {}
+    for t, a in zip(tasks, answers):
+        if t.family != "code" or (code := extract_code(a)) is None: continue
+        key = (code, tuple(t.private["tests"]))
+        if key not in _CODE_CACHE: todo[key] = None
+    if not todo: return
+    if len(_CODE_CACHE) + len(todo) > 4096: _CODE_CACHE.clear()
+    keys = list(todo)
+    for k, r in zip(keys, run_many([(c, list(ts)) for c, ts in keys], timeout_s=2.0, memory_mb=256)):
+        _CODE_CACHE[k] = r
+
+def verify_many(tasks: list[Task], answers: list[str]) -> list[bool]:
+    "`[t.verify(a) ...]` for many answers at once (code answers run in batched sandboxes)."
+    prefetch_code_results(tasks, answers)
+    return [t.verify(a) for t, a in zip(tasks, answers)]
+
+def feedback_many(tasks: list[Task], answers: list[str]) -> list[str]:
+    "`[t.feedback(a) ...]` for many answers at once."
+    prefetch_code_results(tasks, answers)
+    return [t.feedback(a) for t, a in zip(tasks, answers)]
