@@ -32,6 +32,8 @@ def test_registry():
         sample_tasks("nope", 1)
     with pytest.raises(ValueError):
         FAMILIES["maze"].sample(1, 0, difficulty=0)
+    with pytest.raises(ValueError, match="1..4"):
+        FAMILIES["puzzle"].sample(1, 0, difficulty=5)
 
 
 @pytest.mark.parametrize("name", NAMES)

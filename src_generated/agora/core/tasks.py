@@ -9,9 +9,8 @@ from __future__ import annotations
 import random
 import re
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from itertools import product
-from typing import Callable
 
 # %% auto #0
 __all__ = ['GENERIC_FEEDBACK', 'FAMILIES', 'ORDINALS', 'NAMES', 'ITEMS', 'MOVES', 'LIST_STEPS', 'LIST_RETURNS', 'STR_STEPS',
@@ -50,6 +49,15 @@ class Task:
     def teacher_notes(self) -> str:
         "The private solution material as text, for a model teacher's context."
         return FAMILIES[self.family].notes(self)
+
+    def to_dict(self) -> dict:
+        "A JSON-ready copy (for caching task sets and logging episodes)."
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Task:
+        "Inverse of `to_dict`."
+        return cls(**d)
 
 GENERIC_FEEDBACK = "That is not correct yet. Check your work step by step."
 
@@ -91,7 +99,7 @@ def leaks_solution(text: str, solution: str) -> bool:
 class Family:
     "A task generator with its verifier, teacher feedback and sharded form."
     name: str = ""
-    max_difficulty: int = 5
+    max_difficulty: int = 8  # beyond this, prompts outgrow a small model's context (or generation gets slow)
 
     def make(self, rng: random.Random, difficulty: int) -> Task:
         "One task from `rng` at `difficulty` (without uid)."
@@ -99,7 +107,8 @@ class Family:
 
     def sample(self, n: int, seed: int = 0, difficulty: int = 1) -> list[Task]:
         "`n` tasks, deterministic in `(seed, difficulty)`."
-        if difficulty < 1: raise ValueError(f"difficulty must be >= 1, got {difficulty}")
+        if not 1 <= difficulty <= self.max_difficulty:
+            raise ValueError(f"{self.name}: difficulty must be in 1..{self.max_difficulty}, got {difficulty}")
         out = []
         for i in range(n):
             t = self.make(random.Random(f"{self.name}/{difficulty}/{seed}/{i}"), difficulty)
@@ -428,6 +437,7 @@ def _clue_text(guess: str, score: tuple[int, int]) -> str:
 class Mastermind(Family):
     "Deduce a secret digit code from scored guesses (unique solution)."
     name = "puzzle"
+    max_difficulty = 4  # 5-digit codes over 6 digits: 7776 candidates to filter
 
     def _shape(self, difficulty: int) -> tuple[int, int]:
         return difficulty + 1, min(6, difficulty + 3)
@@ -492,10 +502,10 @@ class Mastermind(Family):
 register(Mastermind())
 
 # %% ../../../nbs/core/13_tasks.ipynb #67c9ddb5
-# (kind, phrase, code line); {k} / {c} are filled with a small integer / a letter
+# (kind, phrase, code line); {k} / {m} / {c} / {d} are filled with 1..5 / 2..4 / a letter a-e / a letter x-z
 LIST_STEPS = [
     ("map", "add {k} to each element", "xs = [x + {k} for x in xs]"),
-    ("map", "multiply each element by {k}", "xs = [x * {k} for x in xs]"),
+    ("map", "multiply each element by {m}", "xs = [x * {m} for x in xs]"),
     ("map", "negate each element", "xs = [-x for x in xs]"),
     ("map", "square each element", "xs = [x * x for x in xs]"),
     ("filter", "keep the elements greater than {k}", "xs = [x for x in xs if x > {k}]"),
@@ -527,7 +537,7 @@ STR_RETURNS = [
 _ARG = {"list": ("xs", "a list of integers"), "str": ("s", "a string")}
 
 def _fill(rng: random.Random, phrase: str, code: str) -> tuple[str, str]:
-    v = dict(k=rng.randint(1, 5), c=rng.choice("abcde"), d=rng.choice("xyz"))
+    v = dict(k=rng.randint(1, 5), m=rng.randint(2, 4), c=rng.choice("abcde"), d=rng.choice("xyz"))
     return phrase.format(**v), code.format(**v)
 
 def _random_input(rng: random.Random, arg: str) -> object:
@@ -578,7 +588,10 @@ class Code(Family):
         ret = _fill(rng, rphrase, rcode)
         phrases = [p for p, _ in chosen] + [ret[0]]
         code = f"def f({arg}):\n" + "".join(f"    {c}\n" for _, c in chosen) + f"    {ret[1]}\n"
-        inputs = [_random_input(rng, arg) for _ in range(self.n_tests)]
+        inputs = []
+        for _ in range(50 * self.n_tests):  # distinct inputs (an empty one may be among them)
+            if (x := _random_input(rng, arg)) not in inputs: inputs.append(x)
+            if len(inputs) == self.n_tests: break
         tests = [f"assert f({x!r}) == {run_reference(code, x)!r}" for x in inputs]
         head = f"Write a Python function f({arg}) that takes {desc}"
         prompt = head + ": " + ", then ".join(phrases) + "."
@@ -614,7 +627,8 @@ class Code(Family):
         for s in shards:
             phrase = re.fullmatch(r"Step \d+: (.*)\.", s).group(1)
             for _, p, c in [(None, p, c) for _, p, c in steps + rets]:
-                pat = re.escape(p).replace(r"\{k\}", r"(?P<k>\d+)").replace(r"\{c\}", "(?P<c>[a-z])")
+                pat = re.escape(p).replace(r"\{k\}", r"(?P<k>\d+)").replace(r"\{m\}", r"(?P<m>\d+)")
+                pat = pat.replace(r"\{c\}", "(?P<c>[a-z])")
                 pat = pat.replace(r"\{d\}", "(?P<d>[a-z])")
                 if m := re.fullmatch(pat, phrase):
                     lines.append(c.format(**m.groupdict())); break
