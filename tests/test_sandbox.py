@@ -11,7 +11,8 @@ Hostile programs covered, each of which must cost one failed attempt (or nothing
 - orphaned child processes (a forked sleeper, a setsid daemon) -> killed when the program ends;
 - signals to the parent (getppid, our real pid, kill(-1), killpg(0)) -> the test process survives;
 - inherited secrets -> the environment is empty of them;
-- programs of one batch cannot see each other's files or processes;
+- programs of one batch cannot see each other's files or processes; one that kills the batch's harness costs only
+  its own attempt (the batch is rerun one program per sandbox);
 - without bubblewrap, code does not run unless the unsafe switch is given, and the error says so.
 """
 import os
@@ -223,3 +224,11 @@ def test_many_programs_are_fast():
     dt = time.perf_counter() - t0
     assert [r.passed for r in rs] == [i != 5 for i in range(64)]
     assert dt < 20, f"{64 / dt:.1f} programs/s"
+
+
+@needs_bwrap
+def test_batch_survives_a_program_that_kills_the_harness():
+    jobs = [OK, ("import os\nos.kill(os.getppid(), 9)", ["assert True"]), ("import os\nos.kill(-1, 9)", []), OK]
+    rs = run_batch(jobs)
+    assert [r.passed for r in rs] == [True, False, False, True]
+    assert rs[1].error == "killed"
