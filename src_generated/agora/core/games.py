@@ -206,10 +206,11 @@ class IPDMatrixGrid:
         ar = torch.arange(b)
         for i in range(2):  # channel 0 of agent i's view: the other agent
             grid[ar, i, 0, self.pos[:, 1 - i, 0] + v, self.pos[:, 1 - i, 1] + v] = 1.0
-        off = torch.arange(2 * v + 1)
+        off, wp = torch.arange(2 * v + 1), s + 2 * v
         rows = (self.pos[..., 0, None] + off)[..., :, None]          # [b, 2, w, 1]
         cols = (self.pos[..., 1, None] + off)[..., None, :]          # [b, 2, 1, w]
-        win = grid[ar[:, None, None, None], torch.arange(2)[None, :, None, None], :, rows, cols]  # [b, 2, w, w, 4]
+        idx = (rows * wp + cols).flatten(2)[:, :, None].expand(b, 2, 4, (2 * v + 1) ** 2)
+        win = grid.flatten(3).gather(3, idx)                          # [b, 2, 4, w*w]
         frac = self.inv[..., :1] / self.inv.sum(-1, keepdim=True)
         extra = torch.cat([frac, self.inv.sum(-1, keepdim=True) / 10, (self.frozen > 0).float()[:, None, None].expand(b, 2, 1)], -1)
         return torch.cat([win.flatten(2), extra], -1)
