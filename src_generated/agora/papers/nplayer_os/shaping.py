@@ -12,6 +12,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ...core.games import check_game, first_person_index, joint_actions, joint_rewards
+from ...core.seeding import torch_gen
 from ...core.shaping import BatchedNet, OpenES, exact_game, lola_grads
 
 # %% auto #0
@@ -113,7 +114,7 @@ def train_shapers(cfgs: list[TrialConfig], es_cfg: ESConfig, n_shapers: int, see
     n = cfgs[0].n
     net = shaper_net(n, es_cfg.hidden)
     runs = [(c, s) for c in cfgs for s in seeds]
-    gen = torch.Generator().manual_seed(hash((n, n_shapers, tuple(seeds))) % 2 ** 31)
+    gen = torch_gen(seeds[0], "es", n, n_shapers, *seeds)
     x0 = torch.stack([net.init(torch.Generator().manual_seed(s)) for _, s in runs])
     es = OpenES(x0, es_cfg.popsize, es_cfg.sigma, es_cfg.lr, gen)
     rew = torch.stack([joint_rewards(c.game, n) for c, _ in runs])[:, None, None].expand(-1, es_cfg.popsize, 1, -1, -1)

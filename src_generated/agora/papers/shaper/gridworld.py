@@ -12,6 +12,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ...core.games import CoinGame, IPDMatrixGrid
+from ...core.seeding import torch_gen
 from ...core.shaping import BatchedNet, OpenES, linear_logits, ppo_update
 
 # %% auto #0
@@ -106,7 +107,7 @@ def train_grid_shaper(kind: str, cfg: GridTrialConfig, es_cfg: GridESConfig, see
     net = make_grid_net(kind, make_grid_env(cfg), es_cfg.hidden)
     if net is None: return None, []
     R, P = len(seeds), es_cfg.popsize
-    gen = torch.Generator().manual_seed(hash((kind, cfg.env, tuple(seeds))) % 2 ** 31)
+    gen = torch_gen(seeds[0], "es", kind, cfg.env, *seeds)
     es = OpenES(torch.stack([net.init(torch.Generator().manual_seed(s)) for s in seeds]), P, es_cfg.sigma, es_cfg.lr, gen)
     curve = []
     for _ in tqdm(range(es_cfg.generations), desc=f"ES {cfg.env} {kind}", leave=False):

@@ -12,6 +12,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ...core.games import NPlayerGame
+from ...core.seeding import torch_gen
 from ...core.shaping import BatchedNet, OpenES, reinforce_tabular_grad
 
 # %% auto #0
@@ -106,7 +107,7 @@ def train_ipd_shaper(kind: str, cfg: IPDTrialConfig, es_cfg: ESConfig, seeds: li
     net = make_net(kind, es_cfg.hidden)
     if net is None: return None, []
     R, P = len(seeds), es_cfg.popsize
-    gen = torch.Generator().manual_seed(hash((kind, average, tuple(seeds))) % 2 ** 31)
+    gen = torch_gen(seeds[0], "es", kind, int(average), *seeds)
     es = OpenES(torch.stack([net.init(torch.Generator().manual_seed(s)) for s in seeds]), P, es_cfg.sigma, es_cfg.lr, gen)
     curve = []
     for _ in tqdm(range(es_cfg.generations), desc=f"ES {kind}{' avg' if average else ''}", leave=False):
