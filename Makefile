@@ -16,6 +16,16 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	@if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/python -m pip install -q "$(TORCH_SPEC)"; fi
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	@# bubblewrap sandboxes model-written code (agora.core.sandbox); without it code tasks refuse to run code
+	@if ! command -v bwrap >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -q && apt-get install -y -q bubblewrap; \
+	  else \
+	    echo "WARNING: bwrap (bubblewrap) is missing: model-written code will not run. Install it as root" \
+	         "(Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap), or set" \
+	         "AGORA_ALLOW_UNSANDBOXED=1 to run it without a sandbox at your own risk."; \
+	  fi; \
+	fi
 	@touch $@
 
 install: $(STAMP)
