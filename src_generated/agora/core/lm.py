@@ -20,7 +20,7 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, DynamicCache, Lla
                           PreTrainedModel, PreTrainedTokenizerBase)
 
 from .seeding import derive_seed
-from .tokenizer import EOT, Message, build_tokenizer, encode_chat, has_role_tokens, role_loss_mask
+from .tokenizer import SPECIAL_TOKENS, Message, build_tokenizer, encode_chat, has_role_tokens, role_loss_mask
 
 # %% auto #0
 __all__ = ['LM_SIZES', 'LMExample', 'ChatModel', 'LMSize', 'lm_config', 'n_params', 'sample_next', 'KVSession', 'openai_messages',
@@ -188,8 +188,9 @@ class HFChatModel:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         eos = model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos]
-        self.stop_ids = {i for i in [*eos, tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(EOT) if self.ours
-                                     else None] if i is not None}
+        # our models end a turn with <eot>; a role marker (another speaker's turn) or padding ends it too
+        ours = [tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] if self.ours else []
+        self.stop_ids = {i for i in [*eos, tokenizer.eos_token_id, *ours] if i is not None}
 
     @property
     def device(self) -> torch.device:
