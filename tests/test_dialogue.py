@@ -133,3 +133,12 @@ def test_bench_prints_json_lines_and_ratio(capsys):
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     assert [x["setting"] for x in lines] == ["naive-generate", "engine", "engine", "engine-no-cache-reuse", "ratio"]
     assert {"engine_b1_over_naive", "engine_b4_over_naive"} <= set(lines[-1])
+
+
+def test_rollout_through_endpoint_equals_local(tasks):
+    from agora.core.endpoint import ChatServer, EndpointChatModel
+    lm = TinyLM.create("1m", seed=0)
+    cfg = DialogueConfig(max_turns=2, max_new_tokens=6, temperature=0.0)
+    with ChatServer(lm) as srv:
+        remote = DidacticEnv(EndpointChatModel(srv.url, native_roles=True), cfg=cfg).run(tasks[:3])
+    assert remote == DidacticEnv(lm, cfg=cfg).run(tasks[:3])
