@@ -24,7 +24,8 @@ from transformers import PreTrainedTokenizerBase
 
 from .lm import ChatModel, HFChatModel, TinyLM
 from .seeding import derive_seed, np_rng
-from .tasks import GENERIC_FEEDBACK, Task, feedback_many, leaks_solution, sample_tasks, verify_many
+from .tasks import (GENERIC_FEEDBACK, Task, extract_answer, feedback_many, leaks_solution, sample_tasks,
+                              verify_many)
 from .tokenizer import encode_chat, role_loss_mask
 
 # %% auto #0
@@ -36,14 +37,13 @@ __all__ = ['STUDENT_KINDS', 'RETRY_TEXT', 'NUDGE_TEXT', 'NO_MORE_TEXT', 'TEACHER
 
 # %% ../../../nbs/core/15_dialogue.ipynb #c1c8b35e
 STUDENT_KINDS = ("attempt", "question", "other")
-_ANSWER_MARK = re.compile(r"\banswer(?:\s+is)?\s*[:=]|\banswer\s+is\s", re.I)
 RETRY_TEXT = "That is not correct. Try again."
 NUDGE_TEXT = "Please give your answer as 'ANSWER: <answer>'."
 NO_MORE_TEXT = "You have all the information. Please give your answer."
 
 def classify_turn(text: str) -> str:
     "The kind of a student turn: 'attempt' (states an answer), 'question' (asks), or 'other'."
-    if _ANSWER_MARK.search(text or ""): return "attempt"
+    if extract_answer(text or "", strict=True) is not None: return "attempt"
     return "question" if "?" in (text or "") else "other"
 
 # %% ../../../nbs/core/15_dialogue.ipynb #62bc4922
