@@ -221,11 +221,13 @@ class KVSession:
 
 # %% ../../../nbs/core/11_lm.ipynb #11879038
 def openai_messages(conversation: Sequence[Message], role: str) -> list[dict]:
-    "Messages in OpenAI roles: `role` (the generating speaker) becomes assistant, other speakers user."
+    "Messages in OpenAI roles: `role` (the generating speaker) becomes assistant, other speakers user (merged)."
     conv = []
     for m in conversation:
         r = "system" if m["role"] == "system" else "assistant" if m["role"] in (role, "assistant") else "user"
-        conv.append({"role": r, "content": m["content"]})
+        # many chat templates require alternating turns: consecutive turns of one side become one message
+        if conv and conv[-1]["role"] == r and r != "system": conv[-1]["content"] += "\n\n" + m["content"]
+        else: conv.append({"role": r, "content": m["content"]})
     return conv
 
 class HFChatModel:
@@ -323,13 +325,13 @@ class TinyLM(HFChatModel):
     "A Llama-style decoder trained from scratch, behind the chat interface."
     @classmethod
     def create(cls, size: str | LMSize = "5m", tokenizer: PreTrainedTokenizerBase | None = None, seed: int = 0,
-               max_len: int = 2048, **kw) -> TinyLM:
+               max_len: int = 2048, device: str = "cpu", **kw) -> TinyLM:
         "A freshly initialised TinyLM of a named size (`LM_SIZES`); seeded initialisation."
         tok = tokenizer if tokenizer is not None else build_tokenizer()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed, "tinylm-init"))
             model = LlamaForCausalLM(lm_config(size, tok, max_len))
-        return cls(model, tok, **kw)
+        return cls(model.to(device), tok, **kw)
 
     @property
     def n_params(self) -> int:
