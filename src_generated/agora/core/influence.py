@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -132,7 +133,8 @@ def fit_factors(model: nn.Module, task: Any, train: Dataset, data_id: str, slug:
     args = FactorArguments(strategy=strategy, activation_covariance_dtype=torch.float32,
                            gradient_covariance_dtype=torch.float32, eigendecomposition_dtype=torch.float64,
                            per_sample_gradient_dtype=torch.float32, lambda_dtype=torch.float32)
-    with cached_stage(slug, "influence-factors", inputs, root) as (d, done):
+    with cached_stage(slug, "influence-factors", inputs, root) as (d, done), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # kronfluence calls the deprecated torch.cuda.amp.GradScaler
         an = Analyzer("influence", wrapped, task, cpu=True, disable_tqdm=True, output_dir=str(d))
         an.fit_all_factors("factors", dataset=train, per_device_batch_size=batch_size, factor_args=args,
                            overwrite_output_dir=False)
@@ -147,10 +149,12 @@ def pairwise_scores(im: InfluenceModel, queries: Dataset, train: Dataset, batch_
     args = ScoreArguments(damping_factor=damping, per_sample_gradient_dtype=torch.float32,
                           precondition_dtype=torch.float32, score_dtype=torch.float32)
     name = name or f"scores-{len(queries)}x{len(train)}-{damping}"
-    im.analyzer.compute_pairwise_scores(name, im.factors_name, query_dataset=queries, train_dataset=train,
-                                        per_device_query_batch_size=min(batch_size, len(queries)),
-                                        per_device_train_batch_size=batch_size, score_args=args,
-                                        overwrite_output_dir=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        im.analyzer.compute_pairwise_scores(name, im.factors_name, query_dataset=queries, train_dataset=train,
+                                            per_device_query_batch_size=min(batch_size, len(queries)),
+                                            per_device_train_batch_size=batch_size, score_args=args,
+                                            overwrite_output_dir=True)
     s = im.analyzer.load_pairwise_scores(name)["all_modules"].float().numpy()
     if not np.isfinite(s).all(): raise FloatingPointError("influence scores are not finite (NaN factors?)")
     return s

@@ -17,7 +17,7 @@ from .corpus import ALPHABET, TASKS, Corpus, CorpusConfig, build_corpus, solve, 
 from .lm import CharTokenizer, LMConfig, complete, encode_batch, tiny_lm, train_lm
 
 # %% auto #0
-__all__ = ['SLUG', 'PretrainConfig', 'pretrain', 'heldout_problems', 'solve_rates']
+__all__ = ['SLUG', 'PretrainConfig', 'pretrain', 'heldout_problems', 'solve_rates', 'pretrain_config']
 
 # %% ../../../../nbs/papers/procedural/20_train.ipynb #ba017782
 SLUG = "procedural"
@@ -66,3 +66,12 @@ def solve_rates(model, tok: CharTokenizer, corpus: Corpus, n_eval: int) -> dict[
     outs = complete(model, tok, [q.prompt for q in facts], max_new=8)
     res["fact"] = (sum(o == q.completion for o, q in zip(outs, facts)), len(facts))
     return res
+
+# %% ../../../../nbs/papers/procedural/20_train.ipynb #bc3c01d8
+def pretrain_config(seed: int, n_queries: int, n_examples: int, n_code: int, n_entities: int, fact_repeats: int,
+                    n_filler: int, d_model: int, n_layers: int, steps: int, batch_size: int) -> PretrainConfig:
+    "The notebooks' flat parameters as a `PretrainConfig` (so every notebook asks the cache for the same model)."
+    cc = CorpusConfig(n_queries=n_queries, n_examples=n_examples, n_code=n_code, n_entities=n_entities,
+                      fact_repeats=fact_repeats, n_filler=n_filler, seed=seed)
+    lm = LMConfig(d_model=d_model, n_layers=n_layers, n_heads=4, d_ff=3 * d_model, max_len=48)
+    return PretrainConfig(cc, lm, steps, batch_size=batch_size, seed=seed)
