@@ -131,6 +131,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                        'agora/papers/infusion/craft.py'),
                                              'agora.papers.infusion.craft.random_linf': ( 'papers/infusion/craft.html#random_linf',
                                                                                           'agora/papers/infusion/craft.py'),
+                                             'agora.papers.infusion.craft.run_target': ( 'papers/infusion/craft.html#run_target',
+                                                                                         'agora/papers/infusion/craft.py'),
                                              'agora.papers.infusion.craft.with_rows': ( 'papers/infusion/craft.html#with_rows',
                                                                                         'agora/papers/infusion/craft.py')},
             'agora.papers.infusion.language': { 'agora.papers.infusion.language.LangConfig': ( 'papers/infusion/language.html#langconfig',

@@ -14,7 +14,7 @@ from torch import nn
 from torch.func import functional_call
 
 # %% auto #0
-__all__ = ['influence_objective', 'pgd_linf', 'random_linf', 'CraftedSet', 'craft_for_target', 'with_rows']
+__all__ = ['influence_objective', 'pgd_linf', 'random_linf', 'CraftedSet', 'craft_for_target', 'with_rows', 'run_target']
 
 # %% ../../../../nbs/papers/infusion/10_craft.ipynb #f373fab4
 def influence_objective(model: nn.Module, v: dict[str, torch.Tensor], loss: Callable[[nn.Module, dict], torch.Tensor],
@@ -59,7 +59,7 @@ import numpy as np
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-from ...core.influence import InfluenceModel, classifier_loss, pairwise_scores, preconditioned_gradient
+from ...core.influence import InfluenceModel, pairwise_scores, preconditioned_gradient
 
 @dataclass
 class CraftedSet:
@@ -91,3 +91,30 @@ def with_rows(x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, new_x: torch
     x[rows] = new_x
     if new_y is not None: y[rows] = new_y
     return x, y
+
+# %% ../../../../nbs/papers/infusion/10_craft.ipynb #46f81c24
+from ...core.seeding import torch_gen
+from .vision import ARCHS, Digits, target_prob, train_classifier
+
+def run_target(models: dict[str, nn.Module], ims: dict[str, InfluenceModel], data: Digits, seed: int, run: int,
+               qi: int, target: int, n_edit: int, eps: float, pgd_steps: int, epochs: int) -> list[dict]:
+    "Target-class probability of test image `qi` after retraining on clean, infused, random, explicit and transferred edits."
+    xq, rows = data.x_test[qi], []
+    crafted = {a: craft_for_target(models[a], ims[a], data.x_train, data.y_train, xq, target, n_edit, eps, pgd_steps,
+                                   torch_gen(seed, "random", run, a)) for a in ARCHS}
+    def retrained(arch, c, new_x, new_y=None):
+        x, y = with_rows(data.x_train, data.y_train, c.rows, new_x, new_y)
+        return target_prob(train_classifier(arch, x, y, seed, epochs), xq[None], target)
+    def row(arch, cond, p, ref, **kw):
+        return {"seed": seed, "run": run, "arch": arch, "condition": cond, "p_target": p[0], "top1": p[1],
+                "shift": p[0] - ref, "log_shift": float(np.log(p[0]) - np.log(ref)), **kw}
+    for a in ARCHS:
+        c, other = crafted[a], [b for b in ARCHS if b != a][0]
+        clean = target_prob(models[a], xq[None], target)
+        res = {"clean": clean, "infusion": retrained(a, c, c.infused), "random": retrained(a, c, c.random),
+               "explicit": retrained(a, c, xq.expand(n_edit, -1, -1, -1), torch.full((n_edit,), target))}
+        rows += [row(a, cond, p, clean[0]) for cond, p in res.items()]
+        rows.append(row(f"{a}->{other}", "transfer", retrained(other, c, c.infused),
+                        target_prob(models[other], xq[None], target)[0]))
+        rows.append({"seed": seed, "run": run, "arch": a, "condition": "predicted", "log_shift": -c.predicted})
+    return rows

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from ...core.cache import cached_stage
-from ...core.influence import InfluenceModel, lm_loss, make_task, pairwise_scores, preconditioned_gradient
+from ...core.influence import InfluenceModel, pairwise_scores, preconditioned_gradient
 from .craft import influence_objective
-from ..procedural.lm import (CharTokenizer, LMConfig, TextDataset, encode_batch, mlp_modules,
-                                        sequence_loss, tiny_lm, train_lm)
+from ..procedural.lm import (CharTokenizer, LMConfig, TextDataset, encode_batch, sequence_loss, tiny_lm,
+                                        train_lm)
 
 # %% auto #0
 __all__ = ['SLUG', 'ALPHABET', 'BEHAVIOURS', 'FILLER', 'LangConfig', 'lang_corpus', 'train_on', 'completion_prob', 'craft_text',

@@ -14,7 +14,7 @@ import torch
 
 from ...core.cache import cached_stage
 from ...core.influence import fit_factors, lm_loss, make_task, pairwise_scores
-from .corpus import GROUPS, TASKS, Corpus, contains_answer
+from .corpus import Corpus, contains_answer
 from .lm import CharTokenizer, TextDataset, encode_batch, mlp_modules, sequence_loss
 from .train import SLUG, PretrainConfig, pretrain
 

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from ...core.cache import cached_stage
-from ...core.results import wilson_ci
 from .corpus import ALPHABET, TASKS, Corpus, CorpusConfig, build_corpus, solve, all_problems
 from .lm import CharTokenizer, LMConfig, complete, encode_batch, tiny_lm, train_lm
 
