@@ -76,7 +76,7 @@ def lm_loss(model: nn.Module, batch: dict, sample: bool = False) -> torch.Tensor
     return F.cross_entropy(logits[mask], tgt[mask], reduction="sum")
 
 # %% ../../../nbs/core/30_influence.ipynb #061e662b
-def make_task(loss: Callable[..., torch.Tensor], modules: list[str] | None = None):
+def make_task(loss: Callable[..., torch.Tensor], modules: list[str] | None = None) -> Any:
     "A kronfluence `Task` whose train loss and measurement are `loss(model, batch, sample)`; `modules` limits tracking."
     Task = _kf()[5]
 
