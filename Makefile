@@ -15,7 +15,9 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	@if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/python -m pip install -q "$(TORCH_SPEC)"; fi
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,influence]"
+	# kronfluence (EK-FAC influence) without its torchvision dependency (no CPU build; breaks transformers imports)
+	$(BIN)/python -m pip install -q --no-deps "kronfluence==1.0.1"
 	@# bubblewrap sandboxes model-written code (agora.core.sandbox); without it code tasks refuse to run code
 	@if ! command -v bwrap >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

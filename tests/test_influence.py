@@ -1,0 +1,103 @@
+"Influence helpers (agora.core.influence) and the corpus/crafting code of the procedural and infusion papers."
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from agora.core.influence import (classifier_loss, fit_factors, leave_k_out, make_task, pairwise_scores,
+                                  preconditioned_gradient)
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+@pytest.fixture()
+def root(tmp_path):
+    (tmp_path / "settings.ini").write_text("[agora]\n")
+    return tmp_path
+
+
+def _regression(n=120, d=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g)
+    Y = X @ torch.randn(d, generator=g) + 0.3 * torch.randn(n, generator=g)
+    model = nn.Sequential(nn.Linear(d, 1, bias=False))
+    with torch.no_grad(): model[0].weight.copy_(torch.linalg.lstsq(X, Y[:, None]).solution.T + 0.2)
+    return X, Y, model
+
+
+def test_ekfac_scores_equal_closed_form_on_linear_regression(root):
+    X, Y, model = _regression()
+    task = make_task(lambda m, b, sample=False: classifier_loss(m, b, sample, kind="mse"))
+    im = fit_factors(model, task, TensorDataset(X, Y), "reg", root=root, batch_size=40)
+    Xq, Yq = X[:2] * 1.5, Y[:2]
+    lam = 1e-3
+    S = pairwise_scores(im, TensorDataset(Xq, Yq), TensorDataset(X, Y), damping=lam)
+    with torch.no_grad():
+        r, rq = model(X).squeeze(1) - Y, model(Xq).squeeze(1) - Yq
+        exact = (rq[:, None] * Xq) @ torch.linalg.solve(X.T @ X / len(X) + lam * torch.eye(4), (r[:, None] * X).T)
+    np.testing.assert_allclose(S, exact.numpy(), atol=1e-3 * float(exact.abs().max()))
+    v = preconditioned_gradient(im, (Xq[:1], Yq[:1]), damping=lam)
+    np.testing.assert_allclose(v["0.weight"].numpy().ravel() @ (r[:, None] * X).numpy().T, S[0],
+                               atol=1e-3 * float(exact.abs().max()))
+    # the factors are cached: a second fit reuses the directory
+    assert fit_factors(model, task, TensorDataset(X, Y), "reg", root=root, batch_size=40).cache_dir == im.cache_dir
+
+
+def test_leave_k_out_recovers_an_additive_model():
+    scores = np.random.default_rng(0).normal(size=50)
+    lko = leave_k_out(scores, lambda keep: -scores[keep].sum() / 50, k=5, n_subsets=8, rng=np.random.default_rng(1))
+    assert lko.pearson == pytest.approx(1.0) and lko.spearman == pytest.approx(1.0)
+
+
+def test_influence_bad_inputs(root):
+    X, Y, model = _regression(20)
+    task = make_task(lambda m, b, sample=False: classifier_loss(m, b, sample, kind="mse"))
+    with pytest.raises(ValueError, match="valid: ekfac"): fit_factors(model, task, TensorDataset(X, Y), "x", strategy="exact", root=root)
+    with pytest.raises(ValueError, match="no tracked modules"): fit_factors(nn.Sequential(nn.Tanh()), task, TensorDataset(X, Y), "x", root=root)
+    with pytest.raises(TypeError, match="nn.Sequential"): fit_factors(model[0], task, TensorDataset(X, Y), "x", root=root)
+    with pytest.raises(ValueError, match="empty"): fit_factors(model, task, [], "x", root=root)
+    with pytest.raises(TypeError, match="map-style"): fit_factors(model, task, 3, "x", root=root)
+    with pytest.raises(ValueError, match="k must be"): leave_k_out(np.zeros(4), lambda k: 0.0, 4, 3, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="one query"): leave_k_out(np.zeros((2, 4)), lambda k: 0.0, 1, 3, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="valid: ce, mse"): classifier_loss(model, (X, Y), kind="hinge")
+
+
+def test_corpus_document_types_are_what_they_say():
+    from agora.papers.procedural.corpus import (DOC_TYPES, CorpusConfig, build_corpus, contains_answer,
+                                                leaks_problem, solve)
+    c = build_corpus(CorpusConfig(n_queries=3, n_examples=30, n_code=5, n_entities=5, fact_repeats=3, n_filler=10))
+    counts = {t: int((c.types() == t).sum()) for t in DOC_TYPES}
+    assert counts == {"procedure": 12, "example": 90, "code": 15, "fact": 15, "distractor": 24, "filler": 10}
+    for d in c.docs:
+        if d.type == "example":  # a correct worked example of its task
+            m = re.fullmatch(r"(.*=)(.*)", d.text.split("=", 1)[0] + "=" + d.text.split("=", 1)[1])
+            assert d.task in ("arith", "slope", "linear") and d.text.endswith(".") and m
+            nums = tuple(int(x) for x in re.findall(r"\d+", d.text.split("=")[0] if d.task != "linear" else d.text.split(" x=")[0]))
+            p, comp, _ = solve(d.task, nums)
+            assert d.text == p + comp
+        elif d.type == "code": assert "lambda" in d.text and "#" in d.text
+        elif d.type == "fact": assert d.task == "fact" and ("lives in" in d.text or "home of" in d.text)
+        elif d.type == "distractor": assert any(contains_answer(d, q) for q in c.queries)
+        elif d.type == "filler": assert not re.search(r"\d", d.text)
+    reasoning = [q for q in c.queries if q.group != "fact"]
+    assert not any(leaks_problem(d, q) for d in c.docs for q in reasoning if d.type != "distractor")
+    facts = [q for q in c.queries if q.group == "fact"]
+    assert all(sum(contains_answer(d, q) for d in c.docs if d.type == "fact") == 3 for q in facts)
+
+
+def test_paper_bad_inputs():
+    from agora.papers.infusion.craft import pgd_linf
+    from agora.papers.infusion.vision import make_model
+    from agora.papers.procedural.corpus import CorpusConfig, build_corpus, solve
+    from agora.papers.procedural.lm import CharTokenizer
+    with pytest.raises(ValueError, match="n_queries"): build_corpus(CorpusConfig(n_queries=1))
+    with pytest.raises(ValueError, match="valid: arith"): solve("calculus", (1,))
+    with pytest.raises(ValueError, match="alphabet"): CharTokenizer("abc").encode("abz")
+    with pytest.raises(ValueError, match="valid: mlp"): make_model("resnet", 0)
+    with pytest.raises(ValueError, match="eps"): pgd_linf(lambda x: x.sum(), torch.zeros(2), eps=0.0, steps=1)
