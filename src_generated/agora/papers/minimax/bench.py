@@ -12,7 +12,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -106,12 +105,14 @@ for batch in cfg["batches"]:
             acts = jax.random.randint(k1, (batch,), 0, 3)
             obs, state, r, d, _ = jax.vmap(lambda k, s, a: env.step(k, s, a, reset))(jax.random.split(k2, batch), state, acts)
             return k3, state, obs
-        key, state, obs = call(key, state); jax.block_until_ready(obs)
-        n, t0 = 0, time.perf_counter()
-        while n < 3 or time.perf_counter() - t0 < cfg["seconds"]:
-            key, state, obs = call(key, state); n += 1
-        jax.block_until_ready(obs)
-        print(json.dumps({"batch": batch, "mode": mode, "steps_per_s": n * batch / (time.perf_counter() - t0)}), flush=True)
+        key, state, obs = call(key, state); jax.block_until_ready(obs)  # compile once, time `reps` windows
+        for rep in range(cfg["reps"]):
+            n, t0 = 0, time.perf_counter()
+            while n < 3 or time.perf_counter() - t0 < cfg["seconds"]:
+                key, state, obs = call(key, state); n += 1
+            jax.block_until_ready(obs)
+            print(json.dumps({"batch": batch, "mode": mode, "rep": rep,
+                              "steps_per_s": n * batch / (time.perf_counter() - t0)}), flush=True)
 '''
 
 def default_minimax_venv() -> Path:
@@ -131,10 +132,12 @@ def ensure_minimax_venv(venv: Path, create: bool = False) -> Path | None:
     return py if ok() else None
 
 def jax_env_speed(python: Path, batches: list[int], modes: list[str], size: int = 13, n_walls: int = 25,
-                  max_steps: int = 250, seconds: float = 1.0, threads: int = 1) -> dict[tuple[int, str], float]:
-    "Env steps/s of minimax's JAX maze per (batch, mode in {step, autoreset}), run in its own venv."
-    cfg = dict(batches=batches, modes=[{"reset": "autoreset"}.get(m, m) for m in modes if m != "reset"], size=size,
-               n_walls=n_walls, max_steps=max_steps, seconds=seconds)
+                  max_steps: int = 250, seconds: float = 1.0, threads: int = 1, reps: int = 1
+                  ) -> dict[tuple[int, str, int], float]:
+    "Env steps/s of minimax's JAX maze per (batch, mode in {step, autoreset}, repeat), run in its own venv."
+    jmodes = sorted({"autoreset" if m == "reset" else m for m in modes})
+    cfg = {"batches": batches, "modes": jmodes, "size": size, "n_walls": n_walls, "max_steps": max_steps,
+           "seconds": seconds, "reps": reps}
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     if threads == 1: env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f: f.write(_JAX_SCRIPT)
@@ -142,7 +145,7 @@ def jax_env_speed(python: Path, batches: list[int], modes: list[str], size: int 
         out = subprocess.run([str(python), f.name, json.dumps(cfg)], capture_output=True, text=True, env=env, check=True)
     finally: Path(f.name).unlink()
     rows = [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
-    return {(r["batch"], r["mode"]): r["steps_per_s"] for r in rows}
+    return {(r["batch"], r["mode"], r["rep"]): r["steps_per_s"] for r in rows}
 
 # %% ../../../../nbs/papers/minimax/30_throughput.ipynb #ca6cd0fe
 def train_speed(n_envs: int, loop: bool, updates: int = 2, size: int = 13, n_walls: int = 25, max_steps: int = 250,
@@ -157,21 +160,22 @@ def train_speed(n_envs: int, loop: bool, updates: int = 2, size: int = 13, n_wal
 
 # %% ../../../../nbs/papers/minimax/30_throughput.ipynb #9d6eb9e2
 def bench_rows(batches: list[int], modes: list[str], seconds: float, size: int, n_walls: int, max_steps: int,
-               jax_python: Path | None, threads: int = 1, minigrid_max_batch: int = 4096) -> list[dict]:
-    "Env-only speeds and ratios per (batch, mode)."
+               jax_python: Path | None, threads: int = 1, reps: int = 1) -> list[dict]:
+    "Env-only speeds and ratios per (repeat, batch, mode); minimax's JAX maze runs first, in one subprocess."
     torch.set_num_threads(threads)
-    kw = dict(size=size, n_walls=n_walls, max_steps=max_steps, seconds=seconds)
-    jax = jax_env_speed(jax_python, batches, modes, threads=threads, **kw) if jax_python else {}
+    kw = {"size": size, "n_walls": n_walls, "max_steps": max_steps, "seconds": seconds}
+    jax = jax_env_speed(jax_python, batches, modes, threads=threads, reps=reps, **kw) if jax_python else {}
     rows = []
-    for b in batches:
-        for m in modes:
-            r = {"batch": b, "mode": m, "ours": ours_env_speed(b, m, **kw)}
-            if m != "reset" and b <= minigrid_max_batch: r["minigrid"] = minigrid_env_speed(b, m, **kw)
-            j = jax.get((b, "autoreset" if m == "reset" else m))
-            if j is not None: r["jax"] = j
-            if "minigrid" in r: r["ours_over_minigrid"] = r["ours"] / r["minigrid"]
-            if j is not None: r["ours_over_jax"] = r["ours"] / j
-            rows.append({k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()})
+    for rep in range(reps):
+        for b in batches:
+            for m in modes:
+                r = {"rep": rep, "batch": b, "mode": m, "ours": ours_env_speed(b, m, seed=rep, **kw)}
+                if m != "reset": r["minigrid"] = minigrid_env_speed(b, m, seed=rep, **kw)
+                j = jax.get((b, "autoreset" if m == "reset" else m, rep))
+                if j is not None: r["jax"] = j
+                if "minigrid" in r: r["ours_over_minigrid"] = r["ours"] / r["minigrid"]
+                if j is not None: r["ours_over_jax"] = r["ours"] / j
+                rows.append({k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()})
     return rows
 
 def bench_maze(argv: list[str]) -> int:
@@ -184,6 +188,7 @@ def bench_maze(argv: list[str]) -> int:
     p.add_argument("--n-walls", type=int, default=25)
     p.add_argument("--max-steps", type=int, default=250)
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch and XLA")
+    p.add_argument("--reps", type=int, default=1, help="repeated measurements per setting")
     p.add_argument("--jax-venv", default=None, help="minimax venv (default runs/bench/minimax-venv)")
     p.add_argument("--make-jax-venv", action="store_true", help="create the minimax venv if missing (pip install)")
     p.add_argument("--no-jax", action="store_true", help="skip minimax's JAX maze")
@@ -198,7 +203,7 @@ def bench_maze(argv: list[str]) -> int:
         if py is None: print(json.dumps({"skipped": "minimax-jax", "why": f"no working minimax venv at {venv}; "
                                          "pass --make-jax-venv to create it"}), flush=True)
     rows = bench_rows([int(b) for b in a.batches.split(",")], modes, a.seconds, a.size, a.n_walls, a.max_steps, py,
-                      a.threads)
+                      a.threads, a.reps)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     for r in rows: print(json.dumps(r | {"load1": load}), flush=True)
     return 0
