@@ -8,7 +8,7 @@ import torch
 
 from agora.papers.minimax.maze import (FORWARD, Maze, cat_levels, flip_walls, level_keys, move_goals, parity_check,
                                        parse_level, random_levels, shortest_solution)
-from agora.papers.minimax.maze import test_mazes as held_out_mazes  # not a pytest test
+from agora.papers.minimax.maze import held_out_mazes
 from agora.papers.minimax.ued import (LevelBuffer, Teacher, TeacherConfig, max_mc, positive_value_loss, rank_weights,
                                       replay_distribution, staleness_weights)
 from agora.core.paths import find_root

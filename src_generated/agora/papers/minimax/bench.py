@@ -49,7 +49,7 @@ def ours_env_speed(batch: int, mode: str, size: int = 13, n_walls: int = 25, max
     g = torch.Generator(device).manual_seed(seed)
     maze = Maze(size, size, 5, max_steps, device=device)
     state = maze.reset(random_levels(batch, size, size, n_walls, g, device=device))
-    new = lambda n: random_levels(n, size, size, n_walls, g, device=device)  # noqa: E731
+    new = lambda n: random_levels(n, size, size, n_walls, g, device=device)
 
     def call():
         a = torch.randint(0, 3, (batch,), generator=g, device=device)
@@ -70,7 +70,7 @@ def minigrid_env_speed(batch: int, mode: str, size: int = 13, n_walls: int = 25,
     if mode not in ("step", "autoreset"): raise ValueError(f"minigrid loop modes: step, autoreset; got {mode!r}")
     g = torch.Generator().manual_seed(seed)
     pool = random_levels(max_envs, size, size, n_walls, g)
-    fresh = lambda: random_levels(1, size, size, n_walls, g)  # noqa: E731
+    fresh = lambda: random_levels(1, size, size, n_walls, g)
     envs = [make_minigrid_env(pool, i, max_steps, 5, level_fn=fresh if mode == "autoreset" else None)
             for i in range(min(batch, max_envs))]
     for e in envs: e.reset(seed=seed)
@@ -123,7 +123,7 @@ def default_minimax_venv() -> Path:
 def ensure_minimax_venv(venv: Path, create: bool = False) -> Path | None:
     "The venv's python if minimax imports there; with `create`, build the venv first (pip, a few minutes)."
     py = Path(venv) / "bin" / "python"
-    ok = lambda: py.is_file() and subprocess.run([str(py), "-c", "import minimax.envs.maze.maze"],  # noqa: E731
+    ok = lambda: py.is_file() and subprocess.run([str(py), "-c", "import minimax.envs.maze.maze"],
                                                  capture_output=True).returncode == 0
     if ok(): return py
     if not create: return None

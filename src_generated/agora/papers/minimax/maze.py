@@ -14,7 +14,8 @@ import torch
 __all__ = ['EMPTY', 'WALL', 'GOAL', 'DIR_VEC', 'LEFT', 'RIGHT', 'FORWARD', 'MUTATORS', 'MazeLevels', 'cat_levels', 'where_levels',
            'parse_level', 'level_to_text', 'MazeState', 'Maze', 'random_cells', 'random_levels', 'flip_walls',
            'move_goals', 'mutate_levels', 'level_keys', 'unique_levels', 'four_rooms', 'labyrinth', 'corridors',
-           'perfect_maze', 'test_mazes', 'shortest_solution', 'to_minigrid_image', 'make_minigrid_env', 'parity_check']
+           'perfect_maze', 'held_out_mazes', 'shortest_solution', 'to_minigrid_image', 'make_minigrid_env',
+           'parity_check']
 
 # %% ../../../../nbs/papers/minimax/00_maze.ipynb #ac09a6ed
 EMPTY, WALL, GOAL = 0, 1, 2  # cell types in the wall map and in the agent's view
@@ -239,7 +240,7 @@ def mutate_levels(levels: MazeLevels, n_edits: int, gen: torch.Generator | None 
 # %% ../../../../nbs/papers/minimax/00_maze.ipynb #bbdfd8b8
 def level_keys(levels: MazeLevels) -> torch.Tensor:
     "(n,) int64 key of each level: a random-weight hash of walls, goal, start and direction (equal levels, equal keys)."
-    n, (h, w) = len(levels), levels.shape
+    h, w = levels.shape
     g = torch.Generator().manual_seed(h * 1000 + w)  # fixed weights per maze size
     wts = torch.randint(-2 ** 62, 2 ** 62, (h * w + 3,), generator=g).to(levels.walls.device)
     k = (levels.walls.flatten(1).long() * wts[:-3]).sum(1)
@@ -301,7 +302,7 @@ def perfect_maze(n: int, seed: int) -> str:
         stack.append((ny, nx))
     return _picture(walls, (0, 0), 0, (n - 1, n - 1))
 
-def test_mazes(n: int, n_perfect: int = 3) -> dict[str, MazeLevels]:
+def held_out_mazes(n: int, n_perfect: int = 3) -> dict[str, MazeLevels]:
     "The held-out mazes for an `n x n` interior (`n` odd), by name."
     if n % 2 == 0 or n < 5: raise ValueError(f"held-out mazes need an odd interior size >= 5, got {n}")
     pics = {"four_rooms": four_rooms(n), "labyrinth": labyrinth(n), "corridors": corridors(n)}

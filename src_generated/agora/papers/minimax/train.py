@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .maze import (GOAL, WALL, Maze, MazeLevels, MazeState, cat_levels, make_minigrid_env,
-                                       random_levels, test_mazes)
+                                       random_levels, held_out_mazes)
 from .ued import (Teacher, TeacherConfig, episode_returns_max, max_mc, positive_value_loss)
 
 # %% auto #0
@@ -265,7 +265,7 @@ def train_and_evaluate(cfg: TrainConfig, eval_episodes: int = 16, n_random: int 
     torch.set_num_threads(1)
     policy, log = train(cfg)
     g = torch.Generator().manual_seed(10_000 + cfg.seed)
-    held = test_mazes(cfg.size)
+    held = held_out_mazes(cfg.size)
     per_maze = solved_rate(policy, cat_levels(list(held.values())), eval_episodes, cfg.max_steps, cfg.view, g)
     rand = solved_rate(policy, random_levels(n_random, cfg.size, cfg.size, cfg.teacher.n_walls, g), 4, cfg.max_steps,
                        cfg.view, g)
