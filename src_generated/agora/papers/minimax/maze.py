@@ -6,9 +6,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING: from minigrid.minigrid_env import MiniGridEnv
 
 # %% auto #0
 __all__ = ['EMPTY', 'WALL', 'GOAL', 'DIR_VEC', 'LEFT', 'RIGHT', 'FORWARD', 'MUTATORS', 'MazeLevels', 'cat_levels', 'where_levels',
@@ -335,7 +338,8 @@ def to_minigrid_image(view: torch.Tensor) -> np.ndarray:
     enc = np.array([[1, 0, 0], [2, 5, 0], [8, 1, 0]], dtype=np.uint8)  # empty, grey wall, green goal
     return enc[view.cpu().numpy()].transpose(1, 0, 2)
 
-def make_minigrid_env(levels: MazeLevels, i: int = 0, max_steps: int = 250, view: int = 5, level_fn=None):
+def make_minigrid_env(levels: MazeLevels, i: int = 0, max_steps: int = 250, view: int = 5,
+                      level_fn=None) -> MiniGridEnv:
     "A `minigrid` env that builds level `i` of `levels` on reset (or a level from `level_fn()` if given)."
     from minigrid.core.grid import Grid
     from minigrid.core.mission import MissionSpace
