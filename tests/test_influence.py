@@ -95,9 +95,9 @@ def test_paper_bad_inputs():
     from agora.papers.infusion.craft import pgd_linf
     from agora.papers.infusion.vision import make_model
     from agora.papers.procedural.corpus import CorpusConfig, build_corpus, solve
-    from agora.papers.procedural.lm import CharTokenizer
+    from agora.papers.procedural.lm import doc_tokenizer, encode_doc
     with pytest.raises(ValueError, match="n_queries"): build_corpus(CorpusConfig(n_queries=1))
     with pytest.raises(ValueError, match="valid: arith"): solve("calculus", (1,))
-    with pytest.raises(ValueError, match="alphabet"): CharTokenizer("abc").encode("abz")
+    with pytest.raises(ValueError, match="alphabet"): encode_doc(doc_tokenizer(), "abz", alphabet="abc")
     with pytest.raises(ValueError, match="valid: mlp"): make_model("resnet", 0)
     with pytest.raises(ValueError, match="eps"): pgd_linf(lambda x: x.sum(), torch.zeros(2), eps=0.0, steps=1)

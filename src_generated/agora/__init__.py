@@ -2,6 +2,6 @@
 
 Modules:
 
-- `agora.papers.infusion.language`: A tiny LM learns a synthetic corpus in which a prompt is completed by a majority word and, less often, a minority word; a third word never follows it. We edit 1% of the documents (a few character substitutions each) through the influence approximation to raise either the minority completion (an *existing* behaviour) or the unseen one (a *new* behaviour), retrain from scratch, and compare with random edits of the same size. Feeds `language`."""
+- `agora.papers.infusion.language`: A TinyLM learns a synthetic corpus in which a prompt is completed by a majority word and, less often, a minority word; a third word never follows it. We edit 1% of the documents (a few character substitutions each) through the influence approximation to raise either the minority completion (an *existing* behaviour) or the unseen one (a *new* behaviour), retrain from scratch, and compare with random edits of the same size. Feeds `language`."""
 
 __version__ = "0.0.1"

@@ -1,4 +1,4 @@
-"""A tiny LM learns a synthetic corpus in which a prompt is completed by a majority word and, less often, a
+"""A TinyLM learns a synthetic corpus in which a prompt is completed by a majority word and, less often, a
 minority word; a third word never follows it. We edit 1% of the documents (a few character substitutions each)
 through the influence approximation to raise either the minority completion (an *existing* behaviour) or the
 unseen one (a *new* behaviour), retrain from scratch, and compare with random edits of the same size. Feeds `language`."""
@@ -16,8 +16,10 @@ import torch
 from ...core.cache import cached_stage
 from ...core.influence import InfluenceModel, pairwise_scores, preconditioned_gradient
 from .craft import influence_objective
-from ..procedural.lm import (CharTokenizer, LMConfig, TextDataset, encode_batch, sequence_loss, tiny_lm,
-                                        train_lm)
+from transformers import PreTrainedTokenizerBase
+
+from ...core.lm import LMSize, TrainConfig, train_lm
+from ..procedural.lm import TextDataset, doc_tokenizer, encode_batch, lm_examples, new_lm, sequence_loss
 
 # %% auto #0
 __all__ = ['SLUG', 'ALPHABET', 'BEHAVIOURS', 'FILLER', 'LangConfig', 'lang_corpus', 'train_on', 'completion_prob', 'craft_text',
@@ -53,20 +55,22 @@ def lang_corpus(cfg: LangConfig) -> list[str]:
     docs += [" ".join(rng.choice(FILLER, size=int(rng.integers(4, 8)))) + "." for _ in range(cfg.n_filler)]
     return [docs[i] for i in rng.permutation(len(docs))]
 
-def train_on(docs: list[str], cfg: LangConfig, progress: bool = False) -> tuple[torch.nn.Module, CharTokenizer]:
-    "A tiny LM trained from scratch on `docs` (seed, steps and batch order fixed by `cfg`); cached."
-    tok = CharTokenizer(ALPHABET)
-    model = tiny_lm(tok.vocab_size, LMConfig(cfg.d_model, cfg.n_layers, 2, 4 * cfg.d_model, 32), seed=cfg.seed)
+def train_on(docs: list[str], cfg: LangConfig, progress: bool = False) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    "A TinyLM trained from scratch on `docs` (seed, steps and batch order fixed by `cfg`); cached."
+    tok = doc_tokenizer()
+    model = new_lm(tok, LMSize(cfg.d_model, cfg.n_layers, 2, 4 * cfg.d_model), seed=cfg.seed, max_len=32)
     with cached_stage(SLUG, "lang-lm", {"cfg": asdict(cfg), "docs": docs}) as (d, done):
         if not done:
-            train_lm(model, encode_batch(tok, docs, 32), cfg.steps, batch_size=32, lr=1e-2, seed=cfg.seed,
+            tc = TrainConfig(steps=cfg.steps, batch_size=32, lr=1e-2, weight_decay=0.01, warmup=50, max_len=32,
+                             seed=cfg.seed)
+            train_lm(model, lm_examples(encode_batch(tok, docs, 32, alphabet=ALPHABET)), tc, pad_id=tok.pad_token_id,
                      progress=progress)
             torch.save(model.state_dict(), d / "model.pt")
     model.load_state_dict(torch.load(d / "model.pt"))
     return model.eval(), tok
 
 @torch.no_grad()
-def completion_prob(model: torch.nn.Module, tok: CharTokenizer, prompt: str, word: str) -> float:
+def completion_prob(model: torch.nn.Module, tok: PreTrainedTokenizerBase, prompt: str, word: str) -> float:
     "Probability of `word` followed by '.' and the end of the document after `prompt`."
     b = encode_batch(tok, [prompt + word + "."], 32, [len(prompt)])
     return float(torch.exp(-sequence_loss(model, b))[0])
@@ -80,7 +84,7 @@ def _rows_loss(f, ids, mask):
     return ce.sum(1)
 
 @torch.no_grad()
-def craft_text(model: torch.nn.Module, tok: CharTokenizer, v: dict, doc: str, n_subs: int) -> str:
+def craft_text(model: torch.nn.Module, tok: PreTrainedTokenizerBase, v: dict, doc: str, n_subs: int) -> str:
     "Greedy `n_subs` character substitutions of `doc` that most raise v . grad L(doc)."
     J = influence_objective(model, v, _rows_loss)
     chars = [c for c in ALPHABET]

@@ -15,7 +15,9 @@ import torch
 from ...core.cache import cached_stage
 from ...core.influence import fit_factors, lm_loss, make_task, pairwise_scores
 from .corpus import Corpus, contains_answer
-from .lm import CharTokenizer, TextDataset, encode_batch, mlp_modules, sequence_loss
+from transformers import PreTrainedTokenizerBase
+
+from .lm import TextDataset, encode_batch, mlp_modules, sequence_loss
 from .train import SLUG, PretrainConfig, pretrain
 
 # %% auto #0
@@ -24,11 +26,11 @@ __all__ = ['doc_dataset', 'query_dataset', 'influence_scores', 'query_groups', '
            'retrained_query_loss']
 
 # %% ../../../../nbs/papers/procedural/30_influence.ipynb #80c5b5b2
-def doc_dataset(tok: CharTokenizer, corpus: Corpus, max_len: int) -> TextDataset:
+def doc_dataset(tok: PreTrainedTokenizerBase, corpus: Corpus, max_len: int) -> TextDataset:
     "The training documents, one row each."
     return TextDataset(encode_batch(tok, [d.text for d in corpus.docs], max_len))
 
-def query_dataset(tok: CharTokenizer, corpus: Corpus, max_len: int) -> TextDataset:
+def query_dataset(tok: PreTrainedTokenizerBase, corpus: Corpus, max_len: int) -> TextDataset:
     "The queries with their prompts masked out of the labels."
     qs = corpus.queries
     return TextDataset(encode_batch(tok, [q.prompt + q.completion for q in qs], max_len, [len(q.prompt) for q in qs]))
@@ -39,9 +41,9 @@ def influence_scores(cfg: PretrainConfig, strategy: str = "ekfac") -> np.ndarray
     with cached_stage(SLUG, "scores", {"pretrain": asdict(cfg), "strategy": strategy}) as (d, done):
         if not done:
             task = make_task(lm_loss, mlp_modules(model))
-            docs = doc_dataset(tok, corpus, cfg.lm.max_len)
+            docs = doc_dataset(tok, corpus, cfg.max_len)
             im = fit_factors(model, task, docs, f"procedural-{d.name}", slug=SLUG, strategy=strategy)
-            np.save(d / "scores.npy", pairwise_scores(im, query_dataset(tok, corpus, cfg.lm.max_len), docs))
+            np.save(d / "scores.npy", pairwise_scores(im, query_dataset(tok, corpus, cfg.max_len), docs))
     return np.load(d / "scores.npy")
 
 # %% ../../../../nbs/papers/procedural/30_influence.ipynb #c48fec2d
@@ -103,4 +105,4 @@ def retrained_query_loss(cfg: PretrainConfig, drop: list[int]) -> np.ndarray:
     cc = replace(cfg.corpus, drop=tuple(int(i) for i in drop))
     model, tok, corpus = pretrain(replace(cfg, corpus=cc), progress=False)
     with torch.no_grad():
-        return sequence_loss(model, query_dataset(tok, corpus, cfg.lm.max_len).b).numpy()
+        return sequence_loss(model, query_dataset(tok, corpus, cfg.max_len).b).numpy()
