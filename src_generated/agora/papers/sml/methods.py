@@ -119,7 +119,7 @@ class MethodConfig:
     rl_steps: int = 4  # GRPO updates
     problems_per_step: int = 4  # problems per GRPO update
     group_size: int = 8  # conversations per problem (paper: 8)
-    rl_lr: float = 1e-4  # GRPO learning rate
+    rl_lr: float = 5e-4  # GRPO learning rate
     kl_coef: float = 0.0  # KL penalty (paper: none)
     q_base: float = 0.75  # Q-priming: a wrong attempt at turn t becomes a question with probability q_base**t
     seed: int = 0
