@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from agora.core.lm import TinyLM, TrainConfig
 from agora.core.tokenizer import ROLE_ID, encode_chat
 from agora.core.trainers import GRPOConfig, group_advantages, grpo_loss, grpo_update, masked_sft, sft_examples
+
 
 @pytest.fixture(autouse=True)
 def one_thread():
