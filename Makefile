@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml Makefile
 	@# bubblewrap sandboxes model-written code (agora.core.sandbox); without it code tasks refuse to run code
 	@if ! command -v bwrap >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -q && apt-get install -y -q bubblewrap; \
+	    (apt-get update -q && apt-get install -y -q bubblewrap) || \
+	      echo "WARNING: could not install bubblewrap with apt-get: model-written code will not run until it is installed."; \
 	  else \
 	    echo "WARNING: bwrap (bubblewrap) is missing: model-written code will not run. Install it as root" \
 	         "(Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap), or set" \

@@ -9,10 +9,18 @@ import re
 
 import pytest
 
+from agora.core.sandbox import UNSAFE_ENV, sandbox_available
 from agora.core.tasks import (FAMILIES, GENERIC_FEEDBACK, Task, chain_expression, extract_answer, extract_int,
                               feedback_many, leaks_solution, mastermind_score, sample_tasks, verify_many)
 
 N_SEEDS = 200
+
+
+@pytest.fixture(autouse=True)
+def _our_code_may_run_unsandboxed(monkeypatch):
+    "The programs run here are our reference solutions and their perturbations, not model-written code."
+    if not sandbox_available(): monkeypatch.setenv(UNSAFE_ENV, "1")
+
 NAMES = ["arithmetic", "word_problems", "code", "maze", "puzzle"]
 
 

@@ -24,25 +24,26 @@ from transformers import PreTrainedTokenizerBase
 
 from .lm import ChatModel, HFChatModel, TinyLM
 from .seeding import derive_seed, np_rng
-from .tasks import GENERIC_FEEDBACK, Task, feedback_many, leaks_solution, sample_tasks, verify_many
+from .tasks import (GENERIC_FEEDBACK, Task, extract_answer, feedback_many, leaks_solution, sample_tasks,
+                              verify_many)
 from .tokenizer import encode_chat, role_loss_mask
 
 # %% auto #0
 __all__ = ['STUDENT_KINDS', 'RETRY_TEXT', 'NUDGE_TEXT', 'NO_MORE_TEXT', 'TEACHER_SYSTEM', 'TEACHERS', 'classify_turn', 'Turn',
            'Episode', 'TeacherReply', 'Teacher', 'ScriptedTeacher', 'RetryTeacher', 'ShuffledTeacher', 'ModelTeacher',
            'DialogueConfig', 'DidacticEnv', 'success_by_turn', 'leak_rate', 'turn_kind_rate', 'premature_answer_rate',
-           'episode_row', 'episodes_to_dataset', 'save_episodes', 'load_episodes']
+           'episode_row', 'episodes_to_dataset', 'save_episodes', 'load_episodes', 'NaiveGenerateStudent',
+           'printable_suppress_ids', 'bench_rollout']
 
 # %% ../../../nbs/core/15_dialogue.ipynb #c1c8b35e
 STUDENT_KINDS = ("attempt", "question", "other")
-_ANSWER_MARK = re.compile(r"\banswer(?:\s+is)?\s*[:=]|\banswer\s+is\s", re.I)
 RETRY_TEXT = "That is not correct. Try again."
 NUDGE_TEXT = "Please give your answer as 'ANSWER: <answer>'."
 NO_MORE_TEXT = "You have all the information. Please give your answer."
 
 def classify_turn(text: str) -> str:
     "The kind of a student turn: 'attempt' (states an answer), 'question' (asks), or 'other'."
-    if _ANSWER_MARK.search(text or ""): return "attempt"
+    if extract_answer(text or "", strict=True) is not None: return "attempt"
     return "question" if "?" in (text or "") else "other"
 
 # %% ../../../nbs/core/15_dialogue.ipynb #62bc4922
@@ -293,3 +294,97 @@ def load_episodes(path: str | Path) -> list[Episode]:
         e.turns, e.solved_at = [Turn(**t) for t in r["turns"]], r["solved_at"] or None
         out.append(e)
     return out
+
+# %% ../../../nbs/core/15_dialogue.ipynb #0a0f5ffb
+class NaiveGenerateStudent:
+    "The naive baseline student: `model.generate` once per conversation on its full history."
+    def __init__(self, lm: HFChatModel): self.lm = lm
+
+    @torch.inference_mode()
+    def generate(self, conversations: Sequence[Sequence[dict]], max_new_tokens: int = 64, temperature: float = 0.0,
+                 stop: Sequence[str] | None = None, seed: int = 0, role: str = "student") -> list[str]:
+        "One `generate` call per conversation."
+        out, lm = [], self.lm
+        for i, conv in enumerate(conversations):
+            ids = torch.tensor([lm.encode(conv, role)], device=lm.device)
+            torch.manual_seed(derive_seed(seed, i))
+            kw = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 else {}
+            if lm.suppress is not None: kw["suppress_tokens"] = lm.suppress.tolist()
+            g = lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                  eos_token_id=sorted(lm.stop_ids), pad_token_id=lm.pad_id, **kw)
+            toks = [t for t in g[0, ids.shape[1]:].tolist() if t not in lm.stop_ids]
+            out.append(lm.tokenizer.decode(toks))
+        return out
+
+    def logprobs(self, conversations: Sequence[Sequence[dict]], completions: Sequence[str],
+                 role: str = "student") -> list[float]:
+        "Delegates to the wrapped model."
+        return self.lm.logprobs(conversations, completions, role)
+
+def printable_suppress_ids(tok: PreTrainedTokenizerBase) -> list[int]:
+    "Ids of every token but printable ASCII, newline and the end-of-turn token."
+    ok = {i for b in [*range(32, 127), 10] for i in tok.encode(chr(b), add_special_tokens=False)}
+    ok.add(tok.eos_token_id)
+    return [i for i in range(len(tok)) if i not in ok]
+
+def _rollout_rate(env: DidacticEnv, tasks: list[Task], batch: int, tok: PreTrainedTokenizerBase, seed: int) -> dict:
+    "Time `env` over `tasks` in chunks of `batch`; episodes/s and student tokens/s."
+    load, t0, c0, eps = os.getloadavg()[0], time.perf_counter(), time.process_time(), []
+    for k in range(0, len(tasks), batch): eps += env.run(tasks[k:k + batch], seed=derive_seed(seed, k))
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    toks = sum(len(tok.encode(t.content, add_special_tokens=False)) for e in eps for t in e.student_turns())
+    return {"episodes": len(eps), "seconds": round(dt, 3), "episodes_per_s": round(len(eps) / dt, 3),
+            "cpu_seconds": round(cpu, 3), "episodes_per_cpu_s": round(len(eps) / cpu, 3),
+            "student_tokens_per_s": round(toks / dt, 1),
+            "student_turns_per_episode": round(sum(len(e.student_turns()) for e in eps) / len(eps), 2),
+            "loadavg_1m_before": round(load, 2)}
+
+def bench_rollout(argv: list[str]) -> int:
+    "`agora bench rollout`: episodes/s of the engine at several batch sizes vs the naive `generate` loop."
+    p = argparse.ArgumentParser(prog="agora bench rollout", description=bench_rollout.__doc__)
+    p.add_argument("--size", default="5m", help="TinyLM size preset")
+    p.add_argument("--batches", default="1,16,64", help="comma-separated batch sizes")
+    p.add_argument("--episodes", type=int, default=64, help="episodes per batched setting (at least one batch)")
+    p.add_argument("--chunks", type=int, default=8, help="at most this many batches per setting")
+    p.add_argument("--naive-episodes", type=int, default=8, help="episodes of the naive loop")
+    p.add_argument("--turns", type=int, default=4, help="student turns per episode")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="tokens per student turn")
+    p.add_argument("--family", default="arithmetic", help="task family")
+    p.add_argument("--difficulty", type=int, default=2, help="task difficulty")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    if a.threads: torch.set_num_threads(a.threads)
+    batches = [int(b) for b in a.batches.split(",")]
+    lm = TinyLM.create(a.size, seed=a.seed)
+    # an untrained model samples arbitrary bytes, whose invalid UTF-8 re-tokenises differently next turn; a trained
+    # one writes text, so the student (engine and naive alike) samples printable ASCII or ends its turn
+    lm = TinyLM(lm.model, lm.tokenizer, batch_size=max(64, *[int(b) for b in a.batches.split(",")]),
+                suppress_ids=printable_suppress_ids(lm.tokenizer))
+    cfg = DialogueConfig(max_turns=a.turns, max_new_tokens=a.max_new_tokens, temperature=1.0)
+    n_max = max(max(b, min(a.episodes, b * a.chunks)) for b in batches)
+    tasks = sample_tasks(a.family, max(n_max, a.naive_episodes), seed=a.seed, difficulty=a.difficulty)
+    common = {"bench": "rollout", "model": f"tinylm-{a.size}", "params": lm.n_params, "turns": a.turns,
+              "max_new_tokens": a.max_new_tokens, "threads": torch.get_num_threads()}
+    engine = DidacticEnv(lm, ScriptedTeacher(), cfg)
+    engine.run(tasks[:2], seed=a.seed)  # warm-up
+    naive = _rollout_rate(DidacticEnv(NaiveGenerateStudent(lm), ScriptedTeacher(), cfg),
+                          tasks[:a.naive_episodes], 1, lm.tokenizer, a.seed)
+    print(json.dumps({**common, "setting": "naive-generate", "batch": 1, **naive}), flush=True)
+    rates = {}
+    for b in batches:
+        r = _rollout_rate(engine, tasks[:max(b, min(a.episodes, b * a.chunks))], b, lm.tokenizer, a.seed)
+        rates[b] = (r["episodes_per_s"], r["episodes_per_cpu_s"])
+        print(json.dumps({**common, "setting": "engine", "batch": b, **r}), flush=True)
+    b = max(batches)
+    nore = DidacticEnv(lm, ScriptedTeacher(), DialogueConfig(**{**asdict(cfg), "reuse_cache": False}))
+    r = _rollout_rate(nore, tasks[:max(b, min(a.episodes, b * a.chunks))], b, lm.tokenizer, a.seed)
+    print(json.dumps({**common, "setting": "engine-no-cache-reuse", "batch": b, **r}), flush=True)
+    # wall-clock ratios, and CPU-time ratios (steadier when other processes share the cores)
+    wall, cpu = naive["episodes_per_s"], naive["episodes_per_cpu_s"]
+    print(json.dumps({"bench": "rollout", "setting": "ratio", "naive_episodes_per_s": wall,
+                      **{f"engine_b{k}_over_naive": round(v[0] / wall, 2) for k, v in rates.items()},
+                      f"no_reuse_b{b}_over_naive": round(r["episodes_per_s"] / wall, 2),
+                      **{f"engine_b{k}_over_naive_cpu": round(v[1] / cpu, 2) for k, v in rates.items()},
+                      f"no_reuse_b{b}_over_naive_cpu": round(r["episodes_per_cpu_s"] / cpu, 2)}))
+    return 0

@@ -16,15 +16,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import (AutoModelForCausalLM, AutoTokenizer, DynamicCache, LlamaConfig, LlamaForCausalLM,
-                          PreTrainedModel, PreTrainedTokenizerBase)
+from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel,
+                          PreTrainedTokenizerBase)
+from transformers.cache_utils import Cache, DynamicLayer
 
 from .seeding import derive_seed
 from .tokenizer import SPECIAL_TOKENS, Message, build_tokenizer, encode_chat, has_role_tokens, role_loss_mask
 
 # %% auto #0
-__all__ = ['LM_SIZES', 'LMExample', 'ChatModel', 'LMSize', 'lm_config', 'n_params', 'sample_next', 'KVSession', 'openai_messages',
-           'HFChatModel', 'TinyLM', 'chat_example', 'masked_lm_loss', 'TrainConfig', 'train_lm']
+__all__ = ['LM_SIZES', 'LMExample', 'ChatModel', 'LMSize', 'lm_config', 'n_params', 'sample_next', 'GrowingLayer', 'GrowingCache',
+           'KVSession', 'openai_messages', 'HFChatModel', 'TinyLM', 'chat_example', 'masked_lm_loss', 'TrainConfig',
+           'train_lm']
 
 # %% ../../../nbs/core/11_lm.ipynb #7da44886
 @runtime_checkable
@@ -82,11 +84,60 @@ def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     return (text[:min(cuts)], True) if cuts else (text, False)
 
 # %% ../../../nbs/core/11_lm.ipynb #e1f6c5f3
+class GrowingLayer(DynamicLayer):
+    "A KV-cache layer stored in a buffer with spare capacity along the sequence (amortised O(1) appends)."
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        self.kbuf = self.vbuf = None
+        self.length = 0
+
+    def _reserve(self, like: torch.Tensor, vlike: torch.Tensor, n: int) -> None:
+        "Make room for `n` more positions."
+        if self.kbuf is not None and self.length + n <= self.kbuf.shape[2]: return
+        cap = max(64, 2 * (self.length + n))
+        kb = like.new_zeros((*like.shape[:2], cap, like.shape[3]))
+        vb = vlike.new_zeros((*vlike.shape[:2], cap, vlike.shape[3]))
+        if self.kbuf is not None:
+            kb[:, :, :self.length] = self.kbuf[:, :, :self.length]; vb[:, :, :self.length] = self.vbuf[:, :, :self.length]
+        self.kbuf, self.vbuf = kb, vb
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized: self.lazy_initialization(key_states, value_states)
+        n = key_states.shape[2]
+        self._reserve(key_states, value_states, n)
+        self.kbuf[:, :, self.length:self.length + n] = key_states
+        self.vbuf[:, :, self.length:self.length + n] = value_states
+        self.length += n
+        self.keys, self.values = self.kbuf[:, :, :self.length], self.vbuf[:, :, :self.length]
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.is_initialized and self.kbuf is not None:
+            self.kbuf, self.vbuf = self.kbuf[indices], self.vbuf[indices]
+            self.keys, self.values = self.kbuf[:, :, :self.length], self.vbuf[:, :, :self.length]
+
+    def add_rows(self, n: int) -> None:
+        "Append `n` zero rows (batch dimension)."
+        if not self.is_initialized or self.kbuf is None: return
+        self.kbuf = torch.cat([self.kbuf, self.kbuf.new_zeros((n, *self.kbuf.shape[1:]))])
+        self.vbuf = torch.cat([self.vbuf, self.vbuf.new_zeros((n, *self.vbuf.shape[1:]))])
+        self.keys, self.values = self.kbuf[:, :, :self.length], self.vbuf[:, :, :self.length]
+
+class GrowingCache(Cache):
+    "A KV cache of `GrowingLayer`s, one per decoder layer."
+    def __init__(self, n_layers: int):
+        super().__init__(layers=[GrowingLayer() for _ in range(n_layers)])
+
+    def add_rows(self, n: int) -> None:
+        "Append `n` empty rows."
+        for layer in self.layers: layer.add_rows(n)
+
+# %% ../../../nbs/core/11_lm.ipynb #acb5c390
 class KVSession:
     "A batch of conversations whose KV cache persists across `generate` calls (rows matched by key)."
     def __init__(self, lm: HFChatModel):
         self.lm, self.keys = lm, []
-        self.cache: DynamicCache | None = None
+        self.cache: GrowingCache | None = None
         self.mask = torch.zeros(0, 0, dtype=torch.long, device=lm.device)  # (rows, slots): 1 where a slot is live
         self.tokens: list[list[int]] = []  # logical tokens of each row
         self.slots: list[list[int]] = []  # cache column of each logical token
@@ -95,11 +146,7 @@ class KVSession:
         "Reorder/select cache rows to `keys` (new keys get empty rows)."
         dev, old = self.lm.device, {k: i for i, k in enumerate(self.keys)}
         n_new = sum(k not in old for k in keys)
-        if n_new and self.cache is not None and self.mask.shape[1]:
-            for layer in self.cache.layers:  # empty rows: zeros, fully masked
-                if getattr(layer, "keys", None) is None or layer.keys.numel() == 0: continue
-                z = layer.keys.new_zeros((n_new, *layer.keys.shape[1:]))
-                layer.keys, layer.values = torch.cat([layer.keys, z]), torch.cat([layer.values, z.clone()])
+        if n_new and self.cache is not None: self.cache.add_rows(n_new)  # empty rows, fully masked
         self.mask = torch.cat([self.mask, self.mask.new_zeros(n_new, self.mask.shape[1])])
         self.tokens += [[] for _ in range(n_new)]; self.slots += [[] for _ in range(n_new)]
         nxt, idx = len(self.keys), []
@@ -108,11 +155,11 @@ class KVSession:
             else: idx.append(nxt); nxt += 1
         if idx != list(range(len(self.keys) + n_new)):
             t = torch.tensor(idx, device=dev)
-            if self.cache is not None and self.mask.shape[1]: self.cache.batch_select_indices(t)
+            if self.cache is not None: self.cache.batch_select_indices(t)
             self.mask = self.mask[t]
             self.tokens = [self.tokens[i] for i in idx]; self.slots = [self.slots[i] for i in idx]
         self.keys = list(keys)
-        if self.cache is None: self.cache = DynamicCache(config=self.lm.model.config)
+        if self.cache is None: self.cache = GrowingCache(self.lm.model.config.num_hidden_layers)
 
     def _feed(self, chunks: list[list[int]], live: list[bool] | None = None) -> torch.Tensor:
         "Append each row's new tokens (left-padded to one width) to the cache; logits of the last column (B, V)."
@@ -160,6 +207,7 @@ class KVSession:
         alive = [True] * B
         window = max([len(s) for s in stop], default=0) + 8
         for step in range(max_new_tokens):
+            if lm.suppress is not None: logits[:, lm.suppress.to(logits.device)] = float("-inf")
             nxt = sample_next(logits, temperature, gen).tolist()
             for r in range(B):
                 if not alive[r]: continue
@@ -173,17 +221,21 @@ class KVSession:
 
 # %% ../../../nbs/core/11_lm.ipynb #11879038
 def openai_messages(conversation: Sequence[Message], role: str) -> list[dict]:
-    "Messages in OpenAI roles: `role` (the generating speaker) becomes assistant, other speakers user."
+    "Messages in OpenAI roles: `role` (the generating speaker) becomes assistant, other speakers user (merged)."
     conv = []
     for m in conversation:
         r = "system" if m["role"] == "system" else "assistant" if m["role"] in (role, "assistant") else "user"
-        conv.append({"role": r, "content": m["content"]})
+        # many chat templates require alternating turns: consecutive turns of one side become one message
+        if conv and conv[-1]["role"] == r and r != "system": conv[-1]["content"] += "\n\n" + m["content"]
+        else: conv.append({"role": r, "content": m["content"]})
     return conv
 
 class HFChatModel:
     "The chat interface over a local `transformers` causal LM."
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 64):
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 64,
+                 suppress_ids: Sequence[int] | None = None):  # token ids never sampled
         self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
+        self.suppress = torch.tensor(sorted(suppress_ids), dtype=torch.long) if suppress_ids else None
         self.ours = has_role_tokens(tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         eos = model.generation_config.eos_token_id
@@ -273,13 +325,13 @@ class TinyLM(HFChatModel):
     "A Llama-style decoder trained from scratch, behind the chat interface."
     @classmethod
     def create(cls, size: str | LMSize = "5m", tokenizer: PreTrainedTokenizerBase | None = None, seed: int = 0,
-               max_len: int = 2048, **kw) -> TinyLM:
+               max_len: int = 2048, device: str = "cpu", **kw) -> TinyLM:
         "A freshly initialised TinyLM of a named size (`LM_SIZES`); seeded initialisation."
         tok = tokenizer if tokenizer is not None else build_tokenizer()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed, "tinylm-init"))
             model = LlamaForCausalLM(lm_config(size, tok, max_len))
-        return cls(model, tok, **kw)
+        return cls(model.to(device), tok, **kw)
 
     @property
     def n_params(self) -> int:

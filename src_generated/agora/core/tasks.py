@@ -64,12 +64,16 @@ GENERIC_FEEDBACK = "That is not correct yet. Check your work step by step."
 # %% ../../../nbs/core/13_tasks.ipynb #9015d22f
 _MARK = re.compile(r"answer(?:\s+is)?\s*[:=]\s*|answer\s+is\s+", re.I)
 
-def extract_answer(text: str) -> str | None:
+def extract_answer(text: str,
+                   strict: bool = False,  # only an explicitly marked answer counts (None without a marker)
+                   ) -> str | None:
     "The answer stated in `text`: after the last 'ANSWER:'/'the answer is' on its line, else the last non-empty line."
     if not text or not text.strip(): return None
     ms = list(_MARK.finditer(text))
     if ms:
         rest = text[ms[-1].end():].split("\n", 1)[0]
+    elif strict:
+        return None
     else:
         rest = [ln for ln in text.splitlines() if ln.strip()][-1]
     rest = rest.strip().strip("*`'\"").strip()

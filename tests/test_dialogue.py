@@ -1,0 +1,144 @@
+"agora.core.dialogue: the rules of didactic episodes, teachers, the sharded user, records, and the rollout benchmark."
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+from agora.core.dialogue import (NO_MORE_TEXT, NUDGE_TEXT, RETRY_TEXT, DialogueConfig, DidacticEnv, ModelTeacher,
+                                 RetryTeacher, ScriptedTeacher, ShuffledTeacher, Teacher, TeacherReply, bench_rollout,
+                                 classify_turn, episodes_to_dataset, leak_rate, load_episodes, save_episodes,
+                                 success_by_turn)
+from agora.core.lm import TinyLM
+from agora.core.tasks import leaks_solution, sample_tasks
+from agora.core.tokenizer import build_tokenizer
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class Scripted:
+    "A student that replays fixed turns, keyed by the episode's first user message."
+    def __init__(self, script): self.script = script
+    def generate(self, conversations, max_new_tokens=64, temperature=0.0, stop=None, seed=0, role="student"):
+        return [self.script[c[0]["content"]][sum(m["role"] == "student" for m in c)] for c in conversations]
+    def logprobs(self, conversations, completions, role="student"): return [0.0] * len(completions)
+
+
+class LeakyChat:
+    "A teacher model that states the answer on its first call and hints afterwards."
+    def __init__(self): self.calls = 0
+    def generate(self, conversations, max_new_tokens=64, temperature=0.0, stop=None, seed=0, role="student"):
+        self.calls += 1
+        sols = [re.search(r"Answer: (-?\d+)", c[0]["content"]).group(1) for c in conversations]
+        return [f"It is {s}." if self.calls == 1 else "Look at the last step." for s in sols]
+    def logprobs(self, conversations, completions, role="student"): return [0.0] * len(completions)
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    return sample_tasks("arithmetic", 4, seed=0, difficulty=2)
+
+
+def test_classify_turns():
+    kinds = [classify_turn(t) for t in ["ANSWER: 3", "the answer is 4", "is it 3?", "let me think", ""]]
+    assert kinds == ["attempt", "attempt", "question", "other", "other"]
+
+
+def test_teacher_only_after_wrong_attempt_and_end_at_first_verified(tasks):
+    t0, t1, t2, _ = tasks
+    wrong = f"ANSWER: {int(t0.solution) + 1}"
+    env = DidacticEnv(Scripted({t0.prompt: [wrong, f"ANSWER: {t0.solution}", "x", "x"],
+                                t1.prompt: [f"The answer is {t1.solution}", "x", "x", "x"],
+                                t2.prompt: ["What?", wrong, "hmm", "ok"]}), ScriptedTeacher(), DialogueConfig(max_turns=4))
+    e0, e1, e2 = env.run([t0, t1, t2])
+    assert [e.solved_at for e in (e0, e1, e2)] == [2, 1, None]
+    assert [(t.role, t.kind) for t in e0.turns] == [("user", "problem"), ("student", "attempt"),
+                                                     ("teacher", "feedback"), ("student", "attempt")]
+    assert e0.turns[2].content == t0.feedback(wrong)
+    assert len(e1.turns) == 2
+    assert [t.role for t in e2.turns] == ["user", "student", "user", "student", "teacher", "student", "user", "student"]
+    assert e2.turns[2].content == NUDGE_TEXT and len(e2.student_turns()) == 4
+    assert list(success_by_turn([e0, e1, e2], 4)) == pytest.approx([1 / 3, 2 / 3, 2 / 3, 2 / 3])
+
+
+def test_leaks_rejected_and_counted(tasks):
+    script = {t.prompt: [f"ANSWER: {int(t.solution) + 2}"] * 3 for t in tasks}
+    eps = DidacticEnv(Scripted(script), ModelTeacher(LeakyChat()), DialogueConfig(max_turns=3)).run(tasks)
+    assert all(e.leaks_rejected == 1 and e.teacher_samples == 3 for e in eps)
+    assert eps[0].turns[2].content == "Look at the last step."
+    assert leak_rate(eps) == pytest.approx(1 / 3)
+
+    class Leaks(Teacher):
+        name = "leaks"
+        def respond(self, tasks, episodes, answers, seed=0):
+            return [TeacherReply(f"It is {t.solution}") for t in tasks]
+    eps = DidacticEnv(Scripted(script), Leaks(), DialogueConfig(max_turns=3)).run(tasks)
+    assert {e.leaks_rejected for e in eps} == {2}
+    assert all(t.content == RETRY_TEXT for e in eps for t in e.turns if t.role == "teacher")
+
+
+def test_control_teachers(tasks):
+    wrong = [f"ANSWER: {int(t.solution) + 5}" for t in tasks]
+    assert {r.text for r in RetryTeacher().respond(tasks, [None] * 4, wrong)} == {RETRY_TEXT}
+    shuffled = ShuffledTeacher().respond(tasks, [None] * 4, wrong, seed=0)
+    assert all(not leaks_solution(r.text, t.solution) for r, t in zip(shuffled, tasks))
+
+
+def test_sharded_user_reveals_one_fact_per_turn():
+    t = sample_tasks("word_problems", 1, seed=2, difficulty=2)[0]
+    opening = f"{t.shard_prompt()}\n{t.shards[0]}"
+    n = len(t.shards)
+    turns = ["How many?"] + ["ANSWER: 0"] * (n - 1) + ["ok", f"ANSWER: {t.solution}"]
+    ep = DidacticEnv(Scripted({opening: turns}), cfg=DialogueConfig(max_turns=n + 2, sharded=True)).run([t])[0]
+    assert [x.content for x in ep.turns if x.kind == "shard"] == t.shards[1:]
+    assert ep.turns[2].kind == "shard"  # the question is answered by the next fact
+    assert ep.premature == n - 2 and ep.count("question") == 1
+    assert ep.turns[-2].content == NO_MORE_TEXT and ep.solved_at == n + 2
+    assert not any(x.role == "teacher" for x in ep.turns)
+
+
+def test_records_to_dataset_and_parquet(tasks, tmp_path):
+    wrong = f"ANSWER: {int(tasks[0].solution) + 1}"
+    eps = DidacticEnv(Scripted({tasks[0].prompt: [wrong, f"ANSWER: {tasks[0].solution}"]})).run(tasks[:1])
+    tok = build_tokenizer()
+    ds = episodes_to_dataset(eps, tok)
+    row = ds[0]
+    assert len(row["input_ids"]) == len(row["role_ids"]) == len(row["loss_mask"])
+    assert tok.decode([i for i, m in zip(row["input_ids"], row["loss_mask"]) if m]) == \
+        f"{wrong}<eot>ANSWER: {tasks[0].solution}<eot>"
+    assert load_episodes(save_episodes(eps, tmp_path / "e.parquet", tok)) == eps
+
+
+def test_tinylm_rollout_session_matches_fresh(tasks):
+    lm = TinyLM.create("1m", seed=0)
+    cfg = DialogueConfig(max_turns=3, max_new_tokens=10, temperature=1.0)
+    a = DidacticEnv(lm, cfg=cfg).run(tasks, seed=3)
+    b = DidacticEnv(lm, cfg=DialogueConfig(max_turns=3, max_new_tokens=10, temperature=1.0)).run(tasks, seed=3)
+    assert a == b
+    greedy = DialogueConfig(max_turns=3, max_new_tokens=10, temperature=0.0)
+    fresh = DialogueConfig(max_turns=3, max_new_tokens=10, temperature=0.0, reuse_cache=False)
+    assert DidacticEnv(lm, cfg=greedy).run(tasks) == DidacticEnv(lm, cfg=fresh).run(tasks)
+
+
+def test_bench_prints_json_lines_and_ratio(capsys):
+    assert bench_rollout(["--size", "1m", "--batches", "1,4", "--episodes", "4", "--naive-episodes", "2",
+                          "--turns", "2", "--max-new-tokens", "6"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert [x["setting"] for x in lines] == ["naive-generate", "engine", "engine", "engine-no-cache-reuse", "ratio"]
+    assert {"engine_b1_over_naive", "engine_b4_over_naive"} <= set(lines[-1])
+
+
+def test_rollout_through_endpoint_equals_local(tasks):
+    from agora.core.endpoint import ChatServer, EndpointChatModel
+    lm = TinyLM.create("1m", seed=0)
+    cfg = DialogueConfig(max_turns=2, max_new_tokens=6, temperature=0.0)
+    with ChatServer(lm) as srv:
+        remote = DidacticEnv(EndpointChatModel(srv.url, native_roles=True), cfg=cfg).run(tasks[:3])
+    assert remote == DidacticEnv(lm, cfg=cfg).run(tasks[:3])

@@ -1,0 +1,145 @@
+"agora.core.tokenizer, agora.core.lm and agora.core.endpoint: save/load paths, the sampler, scoring, training, the endpoint client."
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agora.core.endpoint import ChatServer, EndpointChatModel, EndpointError
+from agora.core.lm import ChatModel, HFChatModel, TinyLM, TrainConfig, chat_example, lm_config, train_lm
+from agora.core.tokenizer import build_tokenizer, encode_chat, role_loss_mask
+
+CONVS = [[{"role": "user", "content": "What is 3 + 4?"}],
+         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Reverse the list [1, 2, 3]."},
+          {"role": "student", "content": "ANSWER: [1, 2, 3]"}, {"role": "teacher", "content": "Check the order."}],
+         [{"role": "user", "content": "hi"}]]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    "Tiny models run fastest on one thread (and the shared machine is oversubscribed with more)."
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def lm() -> TinyLM:
+    return TinyLM.create("1m", seed=0)
+
+
+@pytest.fixture(scope="module")
+def saved(lm, tmp_path_factory):
+    d = tmp_path_factory.mktemp("tinylm")
+    lm.save_pretrained(d)
+    return d
+
+
+def test_tokenizer_roles_and_template():
+    tok = build_tokenizer()
+    ids, roles = encode_chat(tok, CONVS[1], generation_role="student")
+    assert ids == tok.apply_chat_template(CONVS[1], add_generation_prompt=True, tokenize=True)["input_ids"]
+    assert tok.decode(ids).endswith("<|teacher|>Check the order.<eot><|student|>")
+    mask = role_loss_mask(tok, ids, roles, ["student"])
+    assert tok.decode([i for i, m in zip(ids, mask) if m]) == "ANSWER: [1, 2, 3]<eot>"
+    with pytest.raises(ValueError, match="unknown role"):
+        encode_chat(tok, [{"role": "robot", "content": "x"}])
+
+
+def test_sizes():
+    tok = build_tokenizer()
+    with pytest.raises(ValueError, match="unknown size"):
+        lm_config("3b", tok)
+    assert 4.5e6 < TinyLM.create("5m").n_params < 5.5e6
+
+
+def test_from_pretrained_roundtrip(lm, saved):
+    again = TinyLM.from_pretrained(saved)
+    assert not again.model.training
+    for a, b in zip(lm.model.parameters(), again.model.parameters()):
+        assert torch.equal(a, b)
+    assert again.generate(CONVS, max_new_tokens=10) == lm.generate(CONVS, max_new_tokens=10)
+    assert isinstance(HFChatModel.from_pretrained(saved), ChatModel)
+
+
+def reference_greedy(lm: HFChatModel, conv, n: int) -> str:
+    ids = torch.tensor([lm.encode(conv)])
+    out = lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
+                            eos_token_id=sorted(lm.stop_ids), pad_token_id=lm.pad_id)[0, ids.shape[1]:].tolist()
+    return lm.tokenizer.decode([t for t in out if t not in lm.stop_ids])
+
+
+def test_batched_greedy_matches_unbatched_reference(lm):
+    assert lm.generate(CONVS, max_new_tokens=16) == [reference_greedy(lm, c, 16) for c in CONVS]
+
+
+def test_seeded_sampling(lm):
+    a = lm.generate(CONVS, max_new_tokens=12, temperature=1.0, seed=7)
+    assert a == lm.generate(CONVS, max_new_tokens=12, temperature=1.0, seed=7)
+    assert a != lm.generate(CONVS, max_new_tokens=12, temperature=1.0, seed=8)
+
+
+def test_per_sequence_stop(lm):
+    full = lm.generate(CONVS, max_new_tokens=12)
+    stop = full[0][3:5]
+    cut = lm.generate(CONVS, max_new_tokens=12, stop=[stop])
+    assert cut == [t[:t.find(stop)] if stop in t else t for t in full]
+
+
+def test_session_across_turns_equals_fresh_prefill(lm):
+    sess = lm.session()
+    first = sess.generate(["x", "y", "z"], CONVS, max_new_tokens=8, temperature=1.0, seed=1)
+    nxt = [c + [{"role": "student", "content": t}, {"role": "teacher", "content": "No. Try again."}]
+           for c, t in zip(CONVS, first)]
+    got = sess.generate(["z", "x"], [nxt[2], nxt[0]], max_new_tokens=8)
+    assert got == lm.generate([nxt[2], nxt[0]], max_new_tokens=8)
+
+
+def test_logprobs_match_stepwise(lm):
+    comp = "ANSWER: 7"
+    ids, total = lm.encode(CONVS[0]), 0.0
+    for t in lm.tokenizer.encode(comp, add_special_tokens=False):
+        total += torch.log_softmax(lm.model(input_ids=torch.tensor([ids])).logits[0, -1], -1)[t].item()
+        ids = ids + [t]
+    assert lm.logprobs(CONVS[:1], [comp])[0] == pytest.approx(total, abs=1e-3)
+    with pytest.raises(ValueError, match="one completion"):
+        lm.logprobs(CONVS, [comp])
+
+
+def test_training_lowers_masked_loss():
+    tiny = TinyLM.create("1m", seed=1)
+    rng = np.random.default_rng(0)
+    ex = [chat_example(tiny.tokenizer, [{"role": "user", "content": f"{a}+{b}"},
+                                        {"role": "student", "content": str(a + b)}])
+          for a, b in rng.integers(0, 10, (100, 2))]
+    losses = train_lm(tiny.model, ex, TrainConfig(steps=40, batch_size=16, lr=3e-3, warmup=5))
+    assert np.mean(losses[-5:]) < 0.5 * losses[0]
+    assert not tiny.model.training
+    with pytest.raises(ValueError, match="no training examples"):
+        train_lm(tiny.model, [], TrainConfig(steps=1))
+
+
+def test_endpoint_client_against_served_tinylm(saved):
+    local = TinyLM.from_pretrained(saved)
+    with ChatServer(TinyLM.from_pretrained(saved)) as srv:
+        client = EndpointChatModel(srv.url, native_roles=True, concurrency=3)
+        assert client.generate(CONVS, max_new_tokens=10) == local.generate(CONVS, max_new_tokens=10)
+        s = client.generate(CONVS, max_new_tokens=10, temperature=1.0, seed=3)
+        assert s == client.generate(CONVS, max_new_tokens=10, temperature=1.0, seed=3)
+        comps = ["ANSWER: 7", "ANSWER: [3, 2, 1]", "hello"]
+        assert client.logprobs(CONVS, comps) == pytest.approx(local.logprobs(CONVS, comps), abs=1e-3)
+        with pytest.raises(EndpointError, match="HTTP 400"):
+            client.complete([])
+
+
+def test_endpoint_retries_and_timeouts(lm):
+    with ChatServer(lm, fail_first=2) as srv:
+        client = EndpointChatModel(srv.url, native_roles=True, retries=2, backoff=0.01)
+        assert client.generate(CONVS[:1], max_new_tokens=4) == lm.generate(CONVS[:1], max_new_tokens=4)
+        assert srv.n_requests == 3
+    with ChatServer(lm, fail_first=5) as srv:
+        with pytest.raises(EndpointError, match="no answer after 2 attempts"):
+            EndpointChatModel(srv.url, retries=1, backoff=0.01).generate(CONVS[:1], max_new_tokens=2)
+    with ChatServer(lm, delay=1.0) as srv:
+        with pytest.raises(EndpointError, match="TimeoutError|timed out"):
+            EndpointChatModel(srv.url, timeout=0.2, retries=0).generate(CONVS[:1], max_new_tokens=2)
