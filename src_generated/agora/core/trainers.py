@@ -8,7 +8,6 @@ student tokens only, optional clipping and KL)."""
 from __future__ import annotations
 
 import copy
-import math
 import tempfile
 from dataclasses import dataclass
 from typing import Callable, Sequence

@@ -10,11 +10,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ...core.dialogue import (TEACHERS, DialogueConfig, DidacticEnv, Episode, RetryTeacher, ScriptedTeacher,
-                                 ShuffledTeacher, success_by_turn)
+from ...core.dialogue import DialogueConfig, DidacticEnv, Episode, RetryTeacher, ScriptedTeacher, ShuffledTeacher
 from ...core.lm import HFChatModel
 from ...core.tasks import Task
-from .methods import worked_answer
 
 # %% auto #0
 __all__ = ['make_teacher', 'play', 'feedback_prefixes', 'answer_loss_by_turn']

@@ -7,10 +7,10 @@ function of a model and a list of tasks. Trained models are cached stages reused
 # %% ../../../../nbs/papers/sml/10_methods.ipynb #c3d17d62
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -218,8 +218,7 @@ def base_model(cfg: BaseConfig, big: str | None = None) -> tuple[HFChatModel, di
     with cached_stage(SLUG, "base", asdict(cfg)) as (d, done):
         if not done:
             lm, info = pretrain_base(cfg)
-            lm.save_pretrained(d); (d / "info.json").write_text(__import__("json").dumps(info))
-    import json
+            lm.save_pretrained(d); (d / "info.json").write_text(json.dumps(info))
     return HFChatModel.from_pretrained(d, dtype="float32"), json.loads((d / "info.json").read_text())
 
 def train_tasks(group: str, n: int, base: BaseConfig) -> list[Task]:
@@ -230,7 +229,6 @@ def trained_model(method: str, group: str, n_train: int, base: BaseConfig, cfg: 
     "The base student finetuned by `method` on `n_train` problems of domain `group`, cached."
     if method == "base": return base_model(base)
     if method not in METHODS: raise KeyError(f"unknown method {method!r}; choose from base, {', '.join(METHODS)}")
-    import json
     key = dict(method=method, group=group, n_train=n_train, base=asdict(base), cfg=asdict(cfg))
     with cached_stage(SLUG, f"method-{method}-{group}", key) as (d, done):
         if not done:
