@@ -1,0 +1,82 @@
+"agora.core.trainers: GRPO advantages and loss on toy cases, teacher-token masking, and one end-to-end update."
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from agora.core.lm import TinyLM, TrainConfig
+from agora.core.tokenizer import ROLE_ID, encode_chat
+from agora.core.trainers import GRPOConfig, group_advantages, grpo_loss, grpo_update, masked_sft, sft_examples
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    "One torch thread: these tiny models run faster without oversubscribing a shared machine."
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+CONV = [{"role": "user", "content": "2+2 = ?"}, {"role": "student", "content": "ANSWER: 5"},
+        {"role": "teacher", "content": "Too high."}, {"role": "student", "content": "ANSWER: 4"}]
+
+
+def test_group_advantages_exact():
+    a = group_advantages([1, 0, 0, 0, 0.49, 0.49, 0.49, 0.49], 4)
+    np.testing.assert_allclose(a[:4], [math.sqrt(3)] + [-1 / math.sqrt(3)] * 3, rtol=1e-5)
+    np.testing.assert_array_equal(a[4:], 0)
+    np.testing.assert_allclose(group_advantages([0.7, 0.0], 2, scale_std=False), [0.35, -0.35])
+    with pytest.raises(ValueError, match="groups of 3"):
+        group_advantages([1, 0], 3)
+
+
+def test_grpo_loss_toy_value_and_gradient():
+    lp = torch.log(torch.tensor([[0.5, 0.25, 0.5], [0.1, 0.2, 0.4]]))
+    mask = torch.tensor([[0, 1, 1], [0, 0, 1]])
+    adv = torch.tensor([1.0, -0.5])
+    assert grpo_loss(lp, lp, adv, mask).item() == pytest.approx(-0.5)
+    x = lp.clone().requires_grad_(True)
+    grpo_loss(x, x.detach(), adv, mask).backward()
+    torch.testing.assert_close(x.grad, torch.tensor([[0, -1 / 3, -1 / 3], [0, 0, 0.5 / 3]]))
+    old = lp - torch.log(torch.tensor([[1., 2., 2.], [1., 1., 0.5]]))  # ratios 2, 2 (A>0) and 0.5 (A<0)
+    assert grpo_loss(lp, old, adv, mask).item() == pytest.approx(-(1.2 + 1.2 - 0.4) / 3)
+
+
+def test_masked_tokens_do_not_matter():
+    lp = torch.randn(2, 5)
+    mask = torch.tensor([[0, 1, 1, 0, 0], [0, 0, 1, 1, 1]])
+    adv = torch.tensor([0.3, -1.2])
+    lp2 = torch.where(mask.bool(), lp, torch.full_like(lp, -50.0))
+    old = lp - 0.1
+    assert grpo_loss(lp2, old, adv, mask).item() == pytest.approx(grpo_loss(lp, old, adv, mask).item())
+
+
+def test_sft_mask_is_student_tokens_only():
+    tok = TinyLM.create("1m", seed=0).tokenizer
+    (ids, mask), = sft_examples(tok, [CONV])
+    _, roles = encode_chat(tok, CONV)
+    assert all(m == 0 for m, r in zip(mask, roles) if r != ROLE_ID["student"])
+    assert tok.decode([i for i, m in zip(ids, mask) if m]) == "ANSWER: 5<eot>ANSWER: 4<eot>"
+
+
+def test_grpo_update_counts_student_tokens_only():
+    "On-policy the loss is -(sum of A over trained tokens)/(trained tokens): teacher tokens would change the weights."
+    lm = TinyLM.create("1m", seed=0)
+    other = [dict(m) for m in CONV]
+    other[2]["content"] = "Far, far too high! Think again about the sum."  # longer teacher turn, same student turns
+    opt = torch.optim.SGD(lm.model.parameters(), lr=0.0)
+    loss = grpo_update(lm, opt, [CONV, other], np.array([1.0, 0.5]), GRPOConfig(minibatch=1))
+    assert loss == pytest.approx(-0.75, abs=1e-6)
+
+
+def test_masked_sft_loop_learns_and_leaves_teacher_untrained():
+    lm = TinyLM.create("1m", seed=0)
+    convs = [[{"role": "teacher", "content": "zq"}, {"role": "student", "content": "ok"}]] * 8
+    masked_sft(lm, convs, TrainConfig(steps=20, batch_size=4, lr=5e-3, warmup=2), backend="loop")
+    assert math.exp(lm.logprobs([[{"role": "teacher", "content": "zq"}]], ["ok"])[0]) > 0.5
+    # the teacher's turn was never a target: its probability stays near the untrained level
+    p_teacher = math.exp(lm.logprobs([[]], ["zq"], role="teacher")[0])
+    assert p_teacher < 0.05
