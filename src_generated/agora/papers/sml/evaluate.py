@@ -18,7 +18,7 @@ from ...core.tasks import Task
 __all__ = ['make_teacher', 'play', 'feedback_prefixes', 'answer_loss_by_turn']
 
 # %% ../../../../nbs/papers/sml/30_eval.ipynb #6c209f78
-def make_teacher(name: str, pool: Sequence[Task] = ()):
+def make_teacher(name: str, pool: Sequence[Task] = ()) -> ScriptedTeacher | RetryTeacher | ShuffledTeacher:
     "A teacher by name: scripted, retry or shuffled (shuffled draws its other problem from `pool`)."
     if name == "scripted": return ScriptedTeacher()
     if name == "retry": return RetryTeacher()
