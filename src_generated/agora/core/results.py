@@ -70,14 +70,15 @@ def record_metrics(slug: str, profile: str, metrics: dict[str, Iterable[float] |
             raise ValueError(f"metric names are non-empty strings without spaces, got {name!r}")
     path = results_path(slug, profile, root)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
+    lock = run_dir(slug, profile, root) / "results.lock"  # kept (deleting a lock file breaks mutual exclusion)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock)):
         res = read_results(slug, profile, root)
         res["metrics"].update({k: summarize(v) for k, v in metrics.items()})
         res["metrics"] = dict(sorted(res["metrics"].items()))
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(_dump(res))
-        tmp.replace(path)
-    Path(str(path) + ".lock").unlink(missing_ok=True)
+        tmp.replace(path)  # atomic: readers see the old or the new file, never half of one
     return path
 
 def metric_values(results: dict, name: str) -> np.ndarray:
