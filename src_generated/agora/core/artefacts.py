@@ -23,7 +23,8 @@ __all__ = ['figure_style', 'new_figure', 'save_fig', 'format_table', 'save_table
 # %% ../../../nbs/core/05_artefacts.ipynb #6d385942
 def figure_style(root: Path | None = None) -> dict:
     "matplotlib rcParams for agora figures, from the `[figures]` section of `settings.ini`."
-    s = settings(root)["figures"] if settings(root).has_section("figures") else {}
+    cp = settings(root)
+    s = cp["figures"] if cp.has_section("figures") else {}
     g = lambda k, d: s.get(k, d)  # noqa: E731
     return {"figure.figsize": (float(g("width_in", 5.0)), float(g("height_in", 3.5))),
             "figure.dpi": float(g("dpi", 150)), "savefig.dpi": float(g("dpi", 150)),

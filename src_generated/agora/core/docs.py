@@ -65,8 +65,7 @@ def render_docs(root: Path | None = None) -> dict[Path, str]:
 
 def write_docs(root: Path | None = None, check: bool = False) -> list[Path]:
     "Write the generated documents (or, with `check`, only list those that are out of date)."
-    stale = [p for p, t in render_docs(root).items() if not p.is_file() or p.read_text() != t]
+    stale = {p: t for p, t in render_docs(root).items() if not p.is_file() or p.read_text() != t}
     if not check:
-        for p, t in render_docs(root).items():
-            if p in stale: p.write_text(t)
-    return stale
+        for p, t in stale.items(): p.write_text(t)
+    return list(stale)
