@@ -7,8 +7,8 @@ import re
 import pytest
 import torch
 
-from agora.core.dialogue import (NO_MORE_TEXT, NUDGE_TEXT, RETRY_TEXT, DialogueConfig, DidacticEnv, ModelTeacher,
-                                 RetryTeacher, ScriptedTeacher, ShuffledTeacher, Teacher, TeacherReply, bench_rollout,
+from agora.core.dialogue import (NO_HINT_TEXT, NO_MORE_TEXT, NUDGE_TEXT, RETRY_TEXT, DialogueConfig, DidacticEnv,
+                                 ModelTeacher, RetryTeacher, ScriptedTeacher, ShuffledTeacher, Teacher, TeacherReply, bench_rollout,
                                  classify_turn, episodes_to_dataset, leak_rate, load_episodes, save_episodes,
                                  success_by_turn)
 from agora.core.lm import TinyLM
@@ -63,8 +63,11 @@ def test_teacher_only_after_wrong_attempt_and_end_at_first_verified(tasks):
                                                      ("teacher", "feedback"), ("student", "attempt")]
     assert e0.turns[2].content == t0.feedback(wrong)
     assert len(e1.turns) == 2
-    assert [t.role for t in e2.turns] == ["user", "student", "user", "student", "teacher", "student", "user", "student"]
-    assert e2.turns[2].content == NUDGE_TEXT and len(e2.student_turns()) == 4
+    assert [t.role for t in e2.turns] == ["user", "student", "teacher", "student", "teacher", "student", "user",
+                                          "student"]
+    assert e2.turns[2].kind == "answer" and e2.turns[2].content == t2.hint("")  # the question gets a hint
+    assert e2.turns[4].content == t2.feedback(wrong) and e2.turns[6].content == NUDGE_TEXT
+    assert len(e2.student_turns()) == 4
     assert list(success_by_turn([e0, e1, e2], 4)) == pytest.approx([1 / 3, 2 / 3, 2 / 3, 2 / 3])
 
 
@@ -89,6 +92,12 @@ def test_control_teachers(tasks):
     assert {r.text for r in RetryTeacher().respond(tasks, [None] * 4, wrong)} == {RETRY_TEXT}
     shuffled = ShuffledTeacher().respond(tasks, [None] * 4, wrong, seed=0)
     assert all(not leaks_solution(r.text, t.solution) for r, t in zip(shuffled, tasks))
+    # questions: the retry teacher gives no information; the shuffled one hints about another problem
+    assert {r.text for r in RetryTeacher().answer(tasks, [None] * 4, wrong)} == {NO_HINT_TEXT}
+    own = [r.text for r in ScriptedTeacher().answer(tasks, [None] * 4, wrong)]
+    assert own == [t.hint(a) for t, a in zip(tasks, wrong)]
+    other = [r.text for r in ShuffledTeacher().answer(tasks, [None] * 4, wrong, seed=0)]
+    assert other != own and all(not leaks_solution(h, t.solution) for h, t in zip(other, tasks))
 
 
 def test_sharded_user_reveals_one_fact_per_turn():

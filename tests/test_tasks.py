@@ -11,7 +11,7 @@ import pytest
 
 from agora.core.sandbox import UNSAFE_ENV, sandbox_available
 from agora.core.tasks import (FAMILIES, GENERIC_FEEDBACK, Task, chain_expression, extract_answer, extract_int,
-                              feedback_many, leaks_solution, mastermind_score, sample_tasks, verify_many)
+                              feedback_many, hint_many, leaks_solution, mastermind_score, sample_tasks, verify_many)
 
 N_SEEDS = 200
 
@@ -82,6 +82,25 @@ def test_feedback_never_leaks(name):
         fb = fam.feedback(t, a)  # the family's own text, before the guard in Task.feedback
         assert fb and not leaks_solution(fb, t.solution), (t.prompt, t.solution, a, fb)
         assert t.feedback(a) == fb != GENERIC_FEEDBACK
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_hints_never_leak(name):
+    fam, rng = FAMILIES[name], random.Random(2)
+    tasks, answers = [], []
+    for t in _tasks(name):
+        for a in [*fam.perturb(t, rng)[:2], ""]:
+            tasks.append(t); answers.append(a)
+    hints = hint_many(tasks, answers)
+    assert all(h and not leaks_solution(h, t.solution) for t, h in zip(tasks, hints))
+    # the guard replaces a hint only when a chain's solution equals one of its inputs (start, operand or an earlier
+    # value), which the hint restates; other families never need it
+    guarded = [t for t, a, h in zip(tasks, answers, hints) if h != FAMILIES[name].hint(t, a)]
+    if name not in ("arithmetic", "word_problems"): assert not guarded
+    for t in guarded:
+        st = t.private["steps"]
+        inputs = {t.private["start"]} | {s["operand"] for s in st} | {s["value"] for s in st[:-1]}
+        assert int(t.solution) in inputs, (t.prompt, t.solution)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -24,21 +24,22 @@ from transformers import PreTrainedTokenizerBase
 
 from .lm import ChatModel, HFChatModel, TinyLM
 from .seeding import derive_seed, np_rng
-from .tasks import (GENERIC_FEEDBACK, Task, extract_answer, feedback_many, leaks_solution, sample_tasks,
+from .tasks import (GENERIC_FEEDBACK, Task, extract_answer, feedback_many, hint_many, leaks_solution, sample_tasks,
                               verify_many)
 from .tokenizer import encode_chat, role_loss_mask
 
 # %% auto #0
-__all__ = ['STUDENT_KINDS', 'RETRY_TEXT', 'NUDGE_TEXT', 'NO_MORE_TEXT', 'TEACHER_SYSTEM', 'TEACHERS', 'classify_turn', 'Turn',
-           'Episode', 'TeacherReply', 'Teacher', 'ScriptedTeacher', 'RetryTeacher', 'ShuffledTeacher', 'ModelTeacher',
-           'DialogueConfig', 'DidacticEnv', 'success_by_turn', 'leak_rate', 'turn_kind_rate', 'premature_answer_rate',
-           'episode_row', 'episodes_to_dataset', 'save_episodes', 'load_episodes', 'NaiveGenerateStudent',
-           'printable_suppress_ids', 'bench_rollout']
+__all__ = ['STUDENT_KINDS', 'RETRY_TEXT', 'NUDGE_TEXT', 'NO_HINT_TEXT', 'NO_MORE_TEXT', 'TEACHER_SYSTEM', 'TEACHERS',
+           'classify_turn', 'Turn', 'Episode', 'TeacherReply', 'Teacher', 'ScriptedTeacher', 'RetryTeacher',
+           'ShuffledTeacher', 'ModelTeacher', 'DialogueConfig', 'DidacticEnv', 'success_by_turn', 'leak_rate',
+           'turn_kind_rate', 'premature_answer_rate', 'episode_row', 'episodes_to_dataset', 'save_episodes',
+           'load_episodes', 'NaiveGenerateStudent', 'printable_suppress_ids', 'bench_rollout']
 
 # %% ../../../nbs/core/15_dialogue.ipynb #c1c8b35e
 STUDENT_KINDS = ("attempt", "question", "other")
 RETRY_TEXT = "That is not correct. Try again."
 NUDGE_TEXT = "Please give your answer as 'ANSWER: <answer>'."
+NO_HINT_TEXT = "I can only tell you whether an answer is right. Give your answer."
 NO_MORE_TEXT = "You have all the information. Please give your answer."
 
 def classify_turn(text: str) -> str:
@@ -82,6 +83,10 @@ class Episode:
         "Number of student turns of `kind`."
         return sum(t.kind == kind for t in self.student_turns())
 
+    def last_attempt(self) -> str:
+        "The student's latest answer attempt ('' if none yet)."
+        return next((t.content for t in reversed(self.turns) if t.role == "student" and t.kind == "attempt"), "")
+
     def reward(self, discount: float = 1.0) -> float:
         "`discount**(t-1)` if solved at student turn t, else 0."
         return 0.0 if self.solved_at is None else discount ** (self.solved_at - 1)
@@ -94,11 +99,16 @@ class TeacherReply:
     rejected: int = 0
 
 class Teacher:
-    "Replies to wrong attempts; `respond` gets the tasks, episodes and the student's last turns."
+    "Replies to wrong attempts (`respond`) and to the student's questions (`answer`, given its latest attempt)."
     name = "teacher"
     def respond(self, tasks: Sequence[Task], episodes: Sequence[Episode], answers: Sequence[str],
                 seed: int = 0) -> list[TeacherReply]:
         raise NotImplementedError
+
+    def answer(self, tasks: Sequence[Task], episodes: Sequence[Episode], attempts: Sequence[str],
+               seed: int = 0) -> list[TeacherReply]:
+        "Reply to a question; by default the feedback on the latest attempt ('' if none)."
+        return self.respond(tasks, episodes, attempts, seed)
 
 class ScriptedTeacher(Teacher):
     "Graded, non-revealing feedback written by the task family."
@@ -106,26 +116,41 @@ class ScriptedTeacher(Teacher):
     def respond(self, tasks, episodes, answers, seed=0) -> list[TeacherReply]:
         return [TeacherReply(t) for t in feedback_many(list(tasks), list(answers))]
 
+    def answer(self, tasks, episodes, attempts, seed=0) -> list[TeacherReply]:
+        return [TeacherReply(t) for t in hint_many(list(tasks), list(attempts))]
+
 class RetryTeacher(Teacher):
     "Says only that the answer is wrong."
     name = "retry"
     def respond(self, tasks, episodes, answers, seed=0) -> list[TeacherReply]:
         return [TeacherReply(RETRY_TEXT) for _ in answers]
 
+    def answer(self, tasks, episodes, attempts, seed=0) -> list[TeacherReply]:
+        return [TeacherReply(NO_HINT_TEXT) for _ in attempts]
+
 class ShuffledTeacher(Teacher):
     "Feedback that another problem (from `pool`, default the batch) would give to this answer."
     name = "shuffled"
     def __init__(self, pool: Sequence[Task] | None = None): self.pool = list(pool or [])
 
-    def respond(self, tasks, episodes, answers, seed=0) -> list[TeacherReply]:
+    def _others(self, tasks, seed) -> list[Task | None]:
         pool, rng = self.pool or list(tasks), np_rng(seed, "shuffled-teacher")
         others = []
         for t in tasks:
             cands = [o for o in pool if o.uid != t.uid and o.family == t.family] or [o for o in pool if o.uid != t.uid]
             others.append(cands[rng.integers(len(cands))] if cands else None)
-        fb = feedback_many([o for o in others if o is not None], [a for a, o in zip(answers, others) if o is not None])
-        it = iter(fb)
+        return others
+
+    def _reply(self, tasks, texts, seed, fn) -> list[TeacherReply]:
+        others = self._others(tasks, seed)
+        it = iter(fn([o for o in others if o is not None], [a for a, o in zip(texts, others) if o is not None]))
         return [TeacherReply(next(it) if o is not None else GENERIC_FEEDBACK) for o in others]
+
+    def respond(self, tasks, episodes, answers, seed=0) -> list[TeacherReply]:
+        return self._reply(tasks, answers, seed, feedback_many)
+
+    def answer(self, tasks, episodes, attempts, seed=0) -> list[TeacherReply]:
+        return self._reply(tasks, attempts, seed, hint_many)
 
 TEACHER_SYSTEM = ("You are a teacher. The student tries to solve the problem below. Private notes (never state the "
                   "final answer): {notes}")
@@ -135,6 +160,9 @@ class ModelTeacher(Teacher):
     name = "model"
     def __init__(self, chat: ChatModel, max_new_tokens: int = 48, temperature: float = 0.7, resamples: int = 1):
         self.chat, self.max_new_tokens, self.temperature, self.resamples = chat, max_new_tokens, temperature, resamples
+
+    def answer(self, tasks, episodes, attempts, seed=0) -> list[TeacherReply]:
+        return self.respond(tasks, episodes, attempts, derive_seed(seed, "answer"))  # the question is in the context
 
     def respond(self, tasks, episodes, answers, seed=0) -> list[TeacherReply]:
         convs = [[{"role": "system", "content": TEACHER_SYSTEM.format(notes=t.teacher_notes())}, *e.messages()]
@@ -165,6 +193,7 @@ class DialogueConfig:
     sharded: bool = False  # reveal the problem one fact per turn (simulated user, no teacher)
     system_prompt: str = ""  # optional system message at the start of every episode
     reuse_cache: bool = True  # keep the student's KV cache across turns (local models)
+    answer_questions: bool = True  # the teacher answers a student's question (else: the user's nudge)
 
 class DidacticEnv:
     "Runs many teacher/student (or user/student for sharded tasks) episodes at once."
@@ -199,16 +228,17 @@ class DidacticEnv:
             ep.turns.append(Turn("user", task.shards[ep.shards_revealed], "shard")); ep.shards_revealed += 1
         else: ep.turns.append(Turn("user", NO_MORE_TEXT, "no_more"))
 
-    def _teach(self, tasks: list[Task], eps: list[Episode], wrong: list[int], answers: dict, seed: int) -> None:
-        "One batched teacher call over the wrong attempts; leaking turns are replaced and counted."
-        if not wrong: return
-        replies = self.teacher.respond([tasks[i] for i in wrong], [eps[i] for i in wrong],
-                                       [answers[i] for i in wrong], seed)
-        for i, r in zip(wrong, replies):
+    def _teach(self, tasks: list[Task], eps: list[Episode], idx: list[int], texts: list[str], seed: int,
+               kind: str = "feedback") -> None:
+        "One batched teacher call (feedback on wrong attempts, or answers to questions); leaks replaced and counted."
+        if not idx: return
+        call = self.teacher.respond if kind == "feedback" else self.teacher.answer
+        replies = call([tasks[i] for i in idx], [eps[i] for i in idx], texts, seed)
+        for i, r in zip(idx, replies):
             text, rejected = r.text, r.rejected
             if leaks_solution(text, tasks[i].solution): text, rejected = RETRY_TEXT, rejected + 1
             eps[i].leaks_rejected += rejected; eps[i].teacher_samples += 1 + rejected
-            eps[i].turns.append(Turn("teacher", text, "feedback"))
+            eps[i].turns.append(Turn("teacher", text, kind))
 
     def run(self, tasks: Sequence[Task], seed: int = 0) -> list[Episode]:
         "Play one episode per task; episodes in the order of `tasks`."
@@ -232,10 +262,13 @@ class DidacticEnv:
             if c.sharded:
                 for i in active: self._reveal(tasks[i], eps[i])
                 continue
+            asks = [i for i in active if kinds[i] == "question" and c.answer_questions]
             for i in active:
-                if kinds[i] != "attempt": eps[i].turns.append(Turn("user", NUDGE_TEXT, "nudge"))
-            self._teach(tasks, eps, [i for i in active if kinds[i] == "attempt"], texts,
-                        derive_seed(seed, "teacher", turn))
+                if kinds[i] != "attempt" and i not in asks: eps[i].turns.append(Turn("user", NUDGE_TEXT, "nudge"))
+            wrong = [i for i in active if kinds[i] == "attempt"]
+            self._teach(tasks, eps, wrong, [texts[i] for i in wrong], derive_seed(seed, "teacher", turn))
+            self._teach(tasks, eps, asks, [eps[i].last_attempt() for i in asks], derive_seed(seed, "answer", turn),
+                        "answer")
         return eps
 
 # %% ../../../nbs/core/15_dialogue.ipynb #f5746856

@@ -15,10 +15,10 @@ from itertools import product
 # %% auto #0
 __all__ = ['GENERIC_FEEDBACK', 'FAMILIES', 'ORDINALS', 'NAMES', 'ITEMS', 'MOVES', 'LIST_STEPS', 'LIST_RETURNS', 'STR_STEPS',
            'STR_RETURNS', 'Task', 'extract_answer', 'extract_int', 'leaks_solution', 'Family', 'register',
-           'sample_tasks', 'chain_values', 'random_chain', 'chain_feedback', 'chain_expression', 'Arithmetic',
-           'WordProblems', 'maze_shortest_path', 'walk', 'parse_moves', 'Maze', 'mastermind_score', 'Mastermind',
-           'run_reference', 'extract_code', 'run_hidden_tests', 'Code', 'prefetch_code_results', 'verify_many',
-           'feedback_many']
+           'sample_tasks', 'chain_values', 'random_chain', 'chain_feedback', 'chain_hint', 'chain_expression',
+           'Arithmetic', 'WordProblems', 'maze_shortest_path', 'walk', 'parse_moves', 'Maze', 'mastermind_score',
+           'Mastermind', 'run_reference', 'extract_code', 'run_hidden_tests', 'Code', 'prefetch_code_results',
+           'verify_many', 'feedback_many', 'hint_many']
 
 # %% ../../../nbs/core/13_tasks.ipynb #e0c9337f
 @dataclass
@@ -41,6 +41,11 @@ class Task:
         "Graded feedback on a wrong answer that never states the solution."
         fb = FAMILIES[self.family].feedback(self, answer_text)
         return GENERIC_FEEDBACK if leaks_solution(fb, self.solution) else fb  # belt and braces: never leak
+
+    def hint(self, answer_text: str) -> str:
+        "The teacher's answer to a question about the attempt `answer_text` (or ''): never the solution."
+        h = FAMILIES[self.family].hint(self, answer_text)
+        return GENERIC_FEEDBACK if leaks_solution(h, self.solution) else h
 
     def shard_prompt(self) -> str:
         "The opening message of a sharded episode: the goal without the facts."
@@ -126,6 +131,10 @@ class Family:
     def feedback(self, task: Task, answer_text: str) -> str:
         raise NotImplementedError
 
+    def hint(self, task: Task, answer_text: str) -> str:
+        "Answer to a student's question about its attempt (default: the feedback on it)."
+        return self.feedback(task, answer_text) if answer_text else GENERIC_FEEDBACK
+
     def solve_shards(self, shards: list[str], goal: str = "") -> str | None:
         "The answer, computed only from the texts of the goal and the shards."
         raise NotImplementedError
@@ -208,6 +217,13 @@ _NUM_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "ei
 def _num_word(n: int) -> str:
     return _NUM_WORDS[n] if n < len(_NUM_WORDS) else "many"
 
+def chain_hint(answer_text: str, start: int, steps: list[dict]) -> str:
+    "The computation of the first step the shown work gets wrong (or the next one it skips), without its result."
+    work = [int(x) for x in _WORK.findall(answer_text or "")]
+    i = next((j for j, (w, s) in enumerate(zip(work, steps)) if w != s["value"]), min(len(work), len(steps) - 1))
+    prev = start if i == 0 else steps[i - 1]["value"]
+    return f"Your {ORDINALS[i]} step should compute {prev}{steps[i]['op']}{steps[i]['operand']}."
+
 # %% ../../../nbs/core/13_tasks.ipynb #927c7321
 _OP_WORD = {"+": ("Add", "the addition"), "-": ("Subtract", "the subtraction"),
             "*": ("Multiply by", "the multiplication"), "/": ("Divide by", "the division")}
@@ -239,6 +255,9 @@ class Arithmetic(Family):
     def feedback(self, task, answer_text):
         st = task.private["steps"]
         return chain_feedback(answer_text, [s["value"] for s in st], [_OP_WORD[s["op"]][1] for s in st])
+
+    def hint(self, task, answer_text):
+        return chain_hint(answer_text, task.private["start"], task.private["steps"])
 
     def solve_shards(self, shards, goal=""):
         start = int(re.fullmatch(r"Start with (\d+)\.", shards[0]).group(1))
@@ -305,6 +324,8 @@ class WordProblems(Family):
     def feedback(self, task, answer_text):
         st = task.private["steps"]
         return chain_feedback(answer_text, [s["value"] for s in st], [s["name"] for s in st])
+
+    hint = Arithmetic.hint
 
     def solve_shards(self, shards, goal=""):
         v = int(re.search(r" has (\d+) ", shards[0]).group(1))
@@ -624,6 +645,13 @@ class Code(Family):
             return f"Your function raises {r.outcomes[i][6:]} on the input {call}."
         return f"Your function gives a wrong result on the input {call}."
 
+    def hint(self, task, answer_text):
+        code = extract_code(answer_text) if answer_text else None
+        r = run_hidden_tests(code, task.private["tests"]) if code else None
+        i = r.first_failure if r is not None and r.first_failure is not None else 0
+        expected = task.private["tests"][i].split(" == ", 1)[1]
+        return f"On the input f({task.private['inputs'][i]}) your function should return {expected}."
+
     def solve_shards(self, shards, goal=""):
         arg = "xs" if "f(xs)" in goal else "s"
         steps, rets = (LIST_STEPS, LIST_RETURNS) if arg == "xs" else (STR_STEPS, STR_RETURNS)
@@ -675,3 +703,8 @@ def feedback_many(tasks: list[Task], answers: list[str]) -> list[str]:
     "`[t.feedback(a) ...]` for many answers at once."
     prefetch_code_results(tasks, answers)
     return [t.feedback(a) for t, a in zip(tasks, answers)]
+
+def hint_many(tasks: list[Task], answers: list[str]) -> list[str]:
+    "`[t.hint(a) ...]` for many attempts at once."
+    prefetch_code_results(tasks, answers)
+    return [t.hint(a) for t, a in zip(tasks, answers)]
