@@ -2,6 +2,7 @@
 
 Modules:
 
+- `agora.core.didactic`: Small students pretrained on single-turn problems, and the ways to finetune them on teacher/student dialogues that the feedback papers compare (single-turn SFT and RL, SFT on successful dialogues, multi-turn RL over whole conversations), each a function of a model and a list of tasks; trained models are cached stages, built in parallel processes.
 - `agora.papers.infusion.language`: A TinyLM learns a synthetic corpus in which a prompt is completed by a majority word and, less often, a minority word; a third word never follows it. We edit 1% of the documents (a few character substitutions each) through the influence approximation to raise either the minority completion (an *existing* behaviour) or the unseen one (a *new* behaviour), retrain from scratch, and compare with random edits of the same size. Feeds `language`."""
 
 __version__ = "0.0.1"

@@ -366,6 +366,16 @@ class TrainConfig:
     max_len: int = 512  # sequences are truncated to this many tokens
     grad_clip: float = 1.0  # gradient-norm clip
     seed: int = 0  # batch order
+    group_by_length: int = 1  # draw this many batches at once and group them by length (1: plain random batches)
+
+def _batches(lengths: np.ndarray, cfg: TrainConfig, rng: np.random.Generator):
+    "Index batches, forever: random, or (`group_by_length` = k > 1) k random batches regrouped by length."
+    k = max(1, cfg.group_by_length)
+    while True:
+        idx = rng.integers(0, len(lengths), cfg.batch_size * k)
+        if k > 1: idx = idx[np.argsort(lengths[idx], kind="stable")]
+        groups = [idx[i * cfg.batch_size:(i + 1) * cfg.batch_size] for i in range(k)]
+        yield from (groups[j] for j in (rng.permutation(k) if k > 1 else range(k)))
 
 def train_lm(model: PreTrainedModel, examples: Sequence[LMExample], cfg: TrainConfig, pad_id: int = 0,
              progress: bool = False) -> list[float]:
@@ -377,8 +387,9 @@ def train_lm(model: PreTrainedModel, examples: Sequence[LMExample], cfg: TrainCo
                                               0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
     model.train()
     losses = []
+    batches = _batches(np.array([len(e[0]) for e in examples]), cfg, rng)
     for _ in tqdm(range(cfg.steps), disable=not progress, desc="train"):
-        batch = [examples[i] for i in rng.integers(0, len(examples), cfg.batch_size)]
+        batch = [examples[i] for i in next(batches)]
         width = min(cfg.max_len, max(len(e[0]) for e in batch))
         ids, att = _pad_right([e[0] for e in batch], pad_id, width)
         lmask, _ = _pad_right([e[1] for e in batch], 0, width)

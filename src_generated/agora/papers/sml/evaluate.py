@@ -6,30 +6,18 @@
 # %% ../../../../nbs/papers/sml/30_eval.ipynb #875c9d1c
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from ...core.dialogue import DialogueConfig, DidacticEnv, Episode, RetryTeacher, ScriptedTeacher, ShuffledTeacher
+from ...core.didactic import BaseConfig, MethodConfig, base_model, make_tasks, play, trained_model, worked_answer
+from ...core.dialogue import Episode, success_by_turn
 from ...core.lm import HFChatModel
-from ...core.tasks import Task
+from .methods import METHOD_IDS
 
 # %% auto #0
-__all__ = ['make_teacher', 'play', 'feedback_prefixes', 'answer_loss_by_turn']
-
-# %% ../../../../nbs/papers/sml/30_eval.ipynb #6c209f78
-def make_teacher(name: str, pool: Sequence[Task] = ()) -> ScriptedTeacher | RetryTeacher | ShuffledTeacher:
-    "A teacher by name: scripted, retry or shuffled (shuffled draws its other problem from `pool`)."
-    if name == "scripted": return ScriptedTeacher()
-    if name == "retry": return RetryTeacher()
-    if name == "shuffled": return ShuffledTeacher(list(pool))
-    raise KeyError(f"unknown teacher {name!r}; choose from scripted, retry, shuffled")
-
-def play(chat: HFChatModel, tasks: Sequence[Task], teacher: str = "scripted", max_turns: int = 10,
-         temperature: float = 0.8, max_new_tokens: int = 64, seed: int = 0, sharded: bool = False) -> list[Episode]:
-    "One episode per task with the named teacher (or the sharded user)."
-    cfg = DialogueConfig(max_turns=max_turns, max_new_tokens=max_new_tokens, temperature=temperature, sharded=sharded)
-    return DidacticEnv(chat, None if sharded else make_teacher(teacher, tasks), cfg).run(list(tasks), seed)
+__all__ = ['MODELS', 'feedback_prefixes', 'answer_loss_by_turn', 'EvalConfig', 'load_model', 'evaluate_seed']
 
 # %% ../../../../nbs/papers/sml/30_eval.ipynb #6c7d3b0b
 def feedback_prefixes(ep: Episode, k_max: int) -> list[list[dict]] | None:
@@ -49,3 +37,46 @@ def answer_loss_by_turn(chat: HFChatModel, prefixes: Sequence[Sequence[list[dict
     n_tok = np.array([len(chat.tokenizer.encode(c, add_special_tokens=False)) for c in comps], dtype=float)
     nll = -np.array(chat.logprobs(convs, comps)) / n_tok
     return nll.reshape(len(prefixes), k1).mean(0)
+
+# %% ../../../../nbs/papers/sml/30_eval.ipynb #cfe44769
+MODELS = ["base", "big_base", *METHOD_IDS]
+
+@dataclass(frozen=True)
+class EvalConfig:
+    "What `evaluate_seed` plays."
+    n_eval: int = 96  # held-out math problems
+    eval_turns: int = 10  # evaluation dialogue length (paper: 10)
+    train_turns: int = 4  # controls are compared at this turn
+    k_max: int = 3  # teacher turns scored for the answer loss
+    n_train: int = 256  # finetuning problems the methods were trained on (part of their cache key)
+    big_size: str | None = None  # bigger reference size (None: not evaluated)
+
+def load_model(name: str, b: BaseConfig, m: MethodConfig, ev: EvalConfig) -> HFChatModel:
+    "A cached model of the experiment by its name in the paper (base, big_base, offline_sml, ...)."
+    if name == "big_base": return base_model(b, big=ev.big_size)[0]
+    if name == "base": return base_model(b)[0]
+    return trained_model(METHOD_IDS[name], "math", ev.n_train, b, m)[0]
+
+def evaluate_seed(b: BaseConfig, m: MethodConfig, ev: EvalConfig) -> dict:
+    "Success by turn, feedback controls and answer loss of every model of one seed."
+    tasks = make_tasks("math", ev.n_eval, b.seed, "eval", b.levels("math"))
+    out = dict(curves={}, controls={}, aloss={})
+    names = [n for n in MODELS if n != "big_base" or ev.big_size]
+    for n in names:
+        chat = load_model(n, b, m, ev)
+        eps = play(chat, tasks, "scripted", ev.eval_turns, b.temperature, seed=b.seed)
+        out["curves"][n] = success_by_turn(eps, ev.eval_turns)
+        if n == "base": base_eps = eps
+    for n in ("base", "online_sml"):
+        chat = load_model(n, b, m, ev)
+        for t in ("scripted", "retry", "shuffled"):
+            eps = play(chat, tasks, t, ev.train_turns, b.temperature, seed=b.seed)
+            out["controls"][(n, t)] = success_by_turn(eps, ev.train_turns)[-1]
+    by_uid = {t.uid: t for t in tasks}
+    pre = [(feedback_prefixes(e, ev.k_max), worked_answer(by_uid[e.uid])) for e in base_eps]
+    pre = [(p, a) for p, a in pre if p is not None]
+    for n in ("base", "offline_sml", "online_sml"):
+        out["aloss"][n] = (answer_loss_by_turn(load_model(n, b, m, ev), [p for p, _ in pre], [a for _, a in pre])
+                           if pre else np.full(ev.k_max + 1, np.nan))
+    out["n_prefixes"] = len(pre)
+    return out

@@ -7,162 +7,26 @@ function of a model and a list of tasks. Trained models are cached stages reused
 # %% ../../../../nbs/papers/sml/10_methods.ipynb #c3d17d62
 from __future__ import annotations
 
-import json
-import math
 import re
-from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 import numpy as np
 
-from ...core.cache import cached_stage
-from ...core.dialogue import DialogueConfig, DidacticEnv, Episode, ScriptedTeacher
-from ...core.lm import LM_SIZES, HFChatModel, LMSize, TinyLM, TrainConfig
-from ...core.seeding import derive_seed, np_rng
-from ...core.tasks import ORDINALS, Task, run_hidden_tests, extract_code, sample_tasks, verify_many
-from ...core.tokenizer import build_tokenizer
-from ...core.trainers import GRPOConfig, didactic_rollout, masked_sft, train_grpo
+from ...core.didactic import (MethodConfig, collect_dialogues, multi_turn_rl, register_method, sft_stage)
+from ...core.dialogue import Episode
+from ...core.lm import HFChatModel
+from ...core.seeding import np_rng
+from ...core.tasks import ORDINALS, Task, extract_code, run_hidden_tests
 
 # %% auto #0
-__all__ = ['SLUG', 'GROUPS', 'SIZES', 'METHODS', 'make_tasks', 'worked_answer', 'BaseConfig', 'difficulties', 'single_turn',
-           'turn1_accuracy', 'pretrain_base', 'MethodConfig', 'single_turn_sft', 'single_turn_rl', 'online_sml',
-           'collect_dialogues', 'offline_sml', 'write_question', 'question_dialogue', 'q_priming', 'q_primed_sml',
-           'base_model', 'train_tasks', 'trained_model']
+__all__ = ['SLUG', 'METHOD_IDS', 'write_question', 'question_dialogue', 'q_priming', 'q_primed_rl']
 
 # %% ../../../../nbs/papers/sml/10_methods.ipynb #a1ccb7e1
 SLUG = "sml"
-GROUPS = {"math": ("arithmetic", "word_problems"), "code": ("code",)}
+METHOD_IDS = {"single_turn_sft": "single_turn_sft", "single_turn_rl": "single_turn_rl",
+              "offline_sml": "dialogue_sft", "online_sml": "multi_turn_rl", "q_primed_sml": "q_primed_rl"}
 
-def make_tasks(group: str, n: int, seed: int, split: str, difficulties: Sequence[int] = (1, 2, 3)) -> list[Task]:
-    "`n` problems of a domain, mixed evenly over its families and `difficulties`, deterministic in (seed, split)."
-    if group not in GROUPS: raise KeyError(f"unknown domain {group!r}; choose from {sorted(GROUPS)}")
-    combos = [(f, d) for f in GROUPS[group] for d in difficulties]
-    k = math.ceil(n / len(combos))
-    out = [t for f, d in combos for t in sample_tasks(f, k, seed=derive_seed(seed, split, group) % 2**31, difficulty=d)]
-    order = np_rng(seed, "order", split, group).permutation(len(out))[:n]
-    return [out[i] for i in order]
-
-def worked_answer(task: Task) -> str:
-    "The reference student turn: worked steps and the answer (math), or the function (code)."
-    if task.family == "code": return "ANSWER:\n" + task.solution
-    v, parts = task.private["start"], []
-    for s in task.private["steps"]:
-        parts.append(f"{v}{s['op']}{s['operand']}={s['value']}"); v = s["value"]
-    return ", ".join(parts) + f". ANSWER: {task.solution}"
-
-# %% ../../../../nbs/papers/sml/10_methods.ipynb #3a5f7148
-SIZES = {"0.1m": LMSize(64, 2, 2, 192), "0.3m": LMSize(96, 3, 4, 256), **LM_SIZES}  # 0.1m/0.3m: smoke tests
-
-@dataclass(frozen=True)
-class BaseConfig:
-    "Single-turn pretraining of a base student."
-    size: str = "1m"  # student size, a key of `SIZES`
-    n_problems: int = 600  # pretraining problems per domain
-    math_difficulties: tuple = (1, 2, 3)  # chain lengths of math problems
-    code_difficulties: tuple = (2, 3)  # steps of code problems (code is learned faster than math)
-    vocab_size: int = 384  # BPE vocabulary (trained on task texts)
-    batch_size: int = 32  # sequences per step
-    lr: float = 3e-3  # peak learning rate
-    chunk_steps: int = 50  # steps between accuracy checks
-    max_steps: int = 200  # hard limit
-    target_acc: float = 0.3  # stop once turn-1 accuracy reaches this in every domain (> 1: never)
-    n_val: int = 32  # validation problems per domain
-    temperature: float = 0.8  # student sampling temperature (validation and all later rollouts)
-    seed: int = 0
-
-def difficulties(cfg: BaseConfig, group: str) -> tuple:
-    "The difficulty levels of a domain."
-    return tuple(cfg.math_difficulties if group == "math" else cfg.code_difficulties)
-
-def single_turn(task: Task) -> list[dict]:
-    "The single-turn conversation: problem, reference answer."
-    return [{"role": "user", "content": task.prompt}, {"role": "student", "content": worked_answer(task)}]
-
-def turn1_accuracy(chat: HFChatModel, tasks: Sequence[Task], temperature: float, seed: int = 0,
-                   max_new_tokens: int = 64) -> float:
-    "Fraction of `tasks` solved by one sampled answer."
-    outs = chat.generate([[{"role": "user", "content": t.prompt}] for t in tasks], max_new_tokens, temperature,
-                         seed=seed)
-    return float(np.mean(verify_many(list(tasks), outs)))
-
-# %% ../../../../nbs/papers/sml/10_methods.ipynb #5c079e4a
-def pretrain_base(cfg: BaseConfig, progress: bool = False) -> tuple[TinyLM, dict]:
-    "Train a base student from scratch on single-turn problems; the model and a log (steps, accuracies)."
-    data = [t for g in GROUPS for t in make_tasks(g, cfg.n_problems, cfg.seed, "pretrain", difficulties(cfg, g))]
-    val = {g: make_tasks(g, cfg.n_val, cfg.seed, "val", difficulties(cfg, g)) for g in GROUPS}
-    corpus = [m["content"] for t in data for m in single_turn(t)]
-    lm = TinyLM.create(SIZES[cfg.size], build_tokenizer(corpus, cfg.vocab_size), seed=cfg.seed, max_len=1024)
-    convs, steps, log = [single_turn(t) for t in data], 0, []
-    while steps < cfg.max_steps:
-        n = min(cfg.chunk_steps, cfg.max_steps - steps)
-        masked_sft(lm, convs, TrainConfig(steps=n, batch_size=cfg.batch_size, lr=cfg.lr, warmup=min(10, n),
-                                          seed=derive_seed(cfg.seed, "pretrain", steps)), backend="loop")
-        steps += n
-        acc = {g: turn1_accuracy(lm, v, cfg.temperature, seed=steps) for g, v in val.items()}
-        log.append(dict(steps=steps, **acc))
-        if progress: print(log[-1])
-        if min(acc.values()) >= cfg.target_acc: break
-    return lm, dict(steps=steps, n_params=lm.n_params, log=log)
-
-# %% ../../../../nbs/papers/sml/10_methods.ipynb #e1eda60a
-@dataclass(frozen=True)
-class MethodConfig:
-    "Hyper-parameters shared by the finetuning methods."
-    train_turns: int = 4  # dialogue length in training (paper: 4)
-    discount: float = 0.7  # reward discount per extra turn (paper: 0.7)
-    max_new_tokens: int = 64  # tokens per student turn
-    temperature: float = 0.8  # student sampling temperature
-    sft_steps: int = 20  # optimizer steps of every SFT stage
-    sft_lr: float = 1e-3  # SFT learning rate
-    sft_batch: int = 16  # SFT sequences per step
-    collect_per_problem: int = 4  # dialogues collected per problem (offline SML, Q-priming)
-    rl_steps: int = 4  # GRPO updates
-    problems_per_step: int = 4  # problems per GRPO update
-    group_size: int = 8  # conversations per problem (paper: 8)
-    rl_lr: float = 5e-4  # GRPO learning rate
-    kl_coef: float = 0.0  # KL penalty (paper: none)
-    q_base: float = 0.75  # Q-priming: a wrong attempt at turn t becomes a question with probability q_base**t
-    seed: int = 0
-
-def _dialogue(cfg: MethodConfig, turns: int | None = None) -> DialogueConfig:
-    return DialogueConfig(max_turns=turns or cfg.train_turns, max_new_tokens=cfg.max_new_tokens,
-                          temperature=cfg.temperature)
-
-def _grpo(cfg: MethodConfig) -> GRPOConfig:
-    return GRPOConfig(steps=cfg.rl_steps, problems_per_step=cfg.problems_per_step, group_size=cfg.group_size,
-                      lr=cfg.rl_lr, kl_coef=cfg.kl_coef, seed=derive_seed(cfg.seed, "grpo"))
-
-def _sft(chat: HFChatModel, convs: list, cfg: MethodConfig, name: str) -> list[float]:
-    if not convs: return []  # nothing to learn from (e.g. no successful dialogue): the model is unchanged
-    return masked_sft(chat, convs, TrainConfig(steps=cfg.sft_steps, batch_size=cfg.sft_batch, lr=cfg.sft_lr,
-                                                warmup=max(1, cfg.sft_steps // 10), seed=derive_seed(cfg.seed, name)))
-
-# %% ../../../../nbs/papers/sml/10_methods.ipynb #1c274dcc
-def single_turn_sft(chat: HFChatModel, tasks: Sequence[Task], cfg: MethodConfig) -> dict:
-    "Baseline: SFT on the reference answers of the training problems (one turn, no teacher)."
-    return dict(losses=_sft(chat, [single_turn(t) for t in tasks], cfg, "single_turn_sft"))
-
-def single_turn_rl(chat: HFChatModel, tasks: Sequence[Task], cfg: MethodConfig) -> dict:
-    "Baseline: GRPO on the turn-1 reward (one-turn episodes) on the same problems."
-    return dict(rl=train_grpo(chat, tasks, didactic_rollout(None, _dialogue(cfg, 1)), _grpo(cfg)))
-
-def online_sml(chat: HFChatModel, tasks: Sequence[Task], cfg: MethodConfig) -> dict:
-    "Online SML: GRPO over whole teacher/student conversations, reward `discount**(t-1)`, loss on student tokens."
-    ro = didactic_rollout(ScriptedTeacher(), _dialogue(cfg), cfg.discount)
-    return dict(rl=train_grpo(chat, tasks, ro, _grpo(cfg)))
-
-def collect_dialogues(chat: HFChatModel, tasks: Sequence[Task], cfg: MethodConfig) -> list[Episode]:
-    "`collect_per_problem` teacher/student dialogues per problem, played by the current student."
-    batch = [t for t in tasks for _ in range(cfg.collect_per_problem)]
-    return DidacticEnv(chat, ScriptedTeacher(), _dialogue(cfg)).run(batch, derive_seed(cfg.seed, "collect"))
-
-def offline_sml(chat: HFChatModel, tasks: Sequence[Task], cfg: MethodConfig) -> dict:
-    "Offline SML: keep the successful dialogues and finetune on their student turns only (teacher turns masked)."
-    eps = collect_dialogues(chat, tasks, cfg)
-    kept = [e.messages() for e in eps if e.solved_at is not None]
-    return dict(collected=len(eps), kept=len(kept), losses=_sft(chat, kept, cfg, "offline_sml"))
-
-# %% ../../../../nbs/papers/sml/10_methods.ipynb #1a72c1ef
+# %% ../../../../nbs/papers/sml/10_methods.ipynb #8800beae
 _WORK = re.compile(r"=\s*(-?\d+)")
 
 def write_question(task: Task, attempt: str) -> str:
@@ -172,6 +36,7 @@ def write_question(task: Task, attempt: str) -> str:
         r = run_hidden_tests(code, task.private["tests"]) if code else None
         if r is None or r.first_failure is None: return "Is my function right? Which part should I fix?"
         return f"Does my function work on f({task.private['inputs'][r.first_failure]})?"
+    if "steps" not in task.private: return "Which part of my answer is wrong?"
     steps = task.private["steps"]
     work = [int(x) for x in _WORK.findall(attempt or "")]
     for i, (w, s) in enumerate(zip(work, steps)):
@@ -180,18 +45,21 @@ def write_question(task: Task, attempt: str) -> str:
     return "Which step should I check?"
 
 def question_dialogue(task: Task, ep: Episode, rng: np.random.Generator, q_base: float) -> list[dict]:
-    "The episode's messages with each wrong attempt at student turn t replaced by a question w.p. `q_base**t`."
-    out, t = [], 0
+    "The episode's messages, each wrong attempt at turn t turned into a question w.p. `q_base**t` and answered."
+    out, t, asked = [], 0, None
     for turn in ep.turns:
         msg = {"role": turn.role, "content": turn.content}
         if turn.role == "student":
             t += 1
             wrong = turn.kind == "attempt" and t != ep.solved_at
-            if wrong and rng.random() < q_base ** t: msg["content"] = write_question(task, turn.content)
+            if wrong and rng.random() < q_base ** t:
+                msg["content"], asked = write_question(task, turn.content), turn.content
+        elif turn.role == "teacher" and asked is not None:
+            msg["content"], asked = task.hint(asked), None
         out.append(msg)
     return out
 
-# %% ../../../../nbs/papers/sml/10_methods.ipynb #b26ec53c
+# %% ../../../../nbs/papers/sml/10_methods.ipynb #9fb8fe33
 def q_priming(chat: HFChatModel, tasks: Sequence[Task], cfg: MethodConfig) -> dict:
     "Q-priming: finetune on successful dialogues whose wrong attempts were turned into questions (w.p. q_base**t)."
     eps = collect_dialogues(chat, tasks, cfg)
@@ -199,40 +67,10 @@ def q_priming(chat: HFChatModel, tasks: Sequence[Task], cfg: MethodConfig) -> di
     rng = np_rng(cfg.seed, "q-priming")
     convs = [question_dialogue(by_uid[e.uid], e, rng, cfg.q_base) for e in eps if e.solved_at is not None]
     n_q = sum(m["content"].endswith("?") for c in convs for m in c if m["role"] == "student")
-    return dict(kept=len(convs), questions=n_q, losses=_sft(chat, convs, cfg, "q_priming"))
+    return dict(kept=len(convs), questions=n_q, losses=sft_stage(chat, convs, cfg, "q_priming"))
 
-def q_primed_sml(chat: HFChatModel, tasks: Sequence[Task], cfg: MethodConfig) -> dict:
-    "Q-priming followed by online SML."
-    return dict(prime=q_priming(chat, tasks, cfg), **online_sml(chat, tasks, cfg))
+def q_primed_rl(chat: HFChatModel, tasks: Sequence[Task], cfg: MethodConfig) -> dict:
+    "Q-priming followed by online SML (multi-turn GRPO)."
+    return dict(prime=q_priming(chat, tasks, cfg), **multi_turn_rl(chat, tasks, cfg))
 
-METHODS = {"single_turn_sft": single_turn_sft, "single_turn_rl": single_turn_rl, "offline_sml": offline_sml,
-           "online_sml": online_sml, "q_primed_sml": q_primed_sml}
-
-# %% ../../../../nbs/papers/sml/10_methods.ipynb #ea06d59b
-def base_model(cfg: BaseConfig, big: str | None = None) -> tuple[HFChatModel, dict]:
-    "The base student (or, with `big` = a size, the bigger reference trained for the same steps), cached."
-    small_info = None
-    if big is not None:
-        _, small_info = base_model(cfg)
-        cfg = replace(cfg, size=big, max_steps=small_info["steps"], target_acc=2.0)
-    with cached_stage(SLUG, "base", asdict(cfg)) as (d, done):
-        if not done:
-            lm, info = pretrain_base(cfg)
-            lm.save_pretrained(d); (d / "info.json").write_text(json.dumps(info))
-    return HFChatModel.from_pretrained(d, dtype="float32"), json.loads((d / "info.json").read_text())
-
-def train_tasks(group: str, n: int, base: BaseConfig) -> list[Task]:
-    "The finetuning problems of a domain (distinct from the pretraining and evaluation splits)."
-    return make_tasks(group, n, base.seed, "train", difficulties(base, group))
-
-def trained_model(method: str, group: str, n_train: int, base: BaseConfig, cfg: MethodConfig) -> tuple[HFChatModel, dict]:
-    "The base student finetuned by `method` on `n_train` problems of domain `group`, cached."
-    if method == "base": return base_model(base)
-    if method not in METHODS: raise KeyError(f"unknown method {method!r}; choose from base, {', '.join(METHODS)}")
-    key = dict(method=method, group=group, n_train=n_train, base=asdict(base), cfg=asdict(cfg))
-    with cached_stage(SLUG, f"method-{method}-{group}", key) as (d, done):
-        if not done:
-            chat, _ = base_model(base)
-            log = METHODS[method](chat, train_tasks(group, n_train, base), cfg)
-            chat.save_pretrained(d); (d / "log.json").write_text(json.dumps(log, default=float))
-    return HFChatModel.from_pretrained(d, dtype="float32"), json.loads((d / "log.json").read_text())
+register_method("q_primed_rl", q_primed_rl)
