@@ -62,7 +62,8 @@ def single_turn(task: Task) -> list[dict]:
     return [{"role": "user", "content": task.prompt}, {"role": "student", "content": worked_answer(task)}]
 
 # %% ../../../nbs/core/17_didactic.ipynb #9374339f
-SIZES = {"0.1m": LMSize(64, 2, 2, 192), "0.3m": LMSize(96, 3, 4, 256), **LM_SIZES}  # 0.1m/0.3m: smoke tests
+SIZES = {"0.1m": LMSize(64, 2, 2, 192), "0.3m": LMSize(96, 3, 4, 256),  # smoke tests
+         **LM_SIZES, "4m": LMSize(224, 6, 4, 608)}  # 4m: a 4x bigger reference for the 1m student
 
 DIFFICULTIES = {"math": (1, 2, 3), "code": (3, 4), "maze": (1, 2), "puzzle": (1, 2)}
 
@@ -70,12 +71,12 @@ DIFFICULTIES = {"math": (1, 2, 3), "code": (3, 4), "maze": (1, 2), "puzzle": (1,
 class BaseConfig:
     "Single-turn pretraining of a base student."
     size: str = "1m"  # student size, a key of `SIZES`
-    domains: tuple = ("math", "code", "maze", "puzzle")  # pretraining domains
+    domains: tuple = ("math", "code")  # pretraining domains
     difficulties: tuple = tuple(DIFFICULTIES.items())  # (domain, levels) pairs
     n_problems: int = 600  # pretraining problems per domain
     vocab_size: int = 384  # BPE vocabulary (trained on task texts)
     batch_size: int = 32  # sequences per step
-    group_by_length: int = 8  # batches drawn at once and regrouped by length (programs are 2-4x longer than sums)
+    group_by_length: int = 1  # > 1: batches regrouped by length (less padding, but slower learning per step here)
     lr: float = 3e-3  # peak learning rate
     chunk_steps: int = 50  # steps between accuracy checks
     max_steps: int = 200  # training steps
