@@ -8,6 +8,8 @@ import re
 import pytest
 import torch
 
+from agora.core.dialogue import (BLIND_RETRY_TEXT, ENV_NO_HINT_TEXT, BlindRetryTeacher, Episode, EnvTeacher,
+                                 SelfTeacher, Turn, answer_key, env_feedback, repeat_counts, repeat_rate)
 from agora.core.dialogue import (NO_HINT_TEXT, NO_MORE_TEXT, NUDGE_TEXT, RETRY_TEXT, DialogueConfig, DidacticEnv,
                                  ModelTeacher, RetryTeacher, ScriptedTeacher, ShuffledTeacher, Teacher, TeacherReply, bench_rollout,
                                  classify_turn, episodes_to_dataset, leak_rate, load_episodes, save_episodes,
@@ -155,9 +157,6 @@ def test_rollout_through_endpoint_equals_local(tasks):
 
 
 # --- teacher-free play and plasticity (used by the rl2f paper) ---
-
-from agora.core.dialogue import (BLIND_RETRY_TEXT, ENV_NO_HINT_TEXT, BlindRetryTeacher, Episode, EnvTeacher,  # noqa: E402
-                                 SelfTeacher, Turn, answer_key, env_feedback, repeat_counts, repeat_rate)
 
 
 class Critic:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from ...core.didactic import BaseConfig, MethodConfig, make_tasks, play
 from ...core.dialogue import Episode, repeat_counts, success_by_turn
 from .train import MODELS, load_model
