@@ -1,4 +1,4 @@
-"""Per seed: a small base student pretrained on single-turn problems of four domains, RL²F (multi-turn GRPO with
+"""Per seed: a small base student pretrained on single-turn problems, RL²F (multi-turn GRPO with
 a teacher) and single-turn RL trained on math only, and RL²F with a self-critique loss; one bigger reference
 base. Every model is a cached stage shared with the sml paper wherever the settings are the same."""
 
