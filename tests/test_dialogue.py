@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
 import torch
 
+from agora.core.dialogue import (BLIND_RETRY_TEXT, ENV_NO_HINT_TEXT, BlindRetryTeacher, Episode, EnvTeacher,
+                                 SelfTeacher, Turn, answer_key, env_feedback, repeat_counts, repeat_rate)
 from agora.core.dialogue import (NO_HINT_TEXT, NO_MORE_TEXT, NUDGE_TEXT, RETRY_TEXT, DialogueConfig, DidacticEnv,
                                  ModelTeacher, RetryTeacher, ScriptedTeacher, ShuffledTeacher, Teacher, TeacherReply, bench_rollout,
                                  classify_turn, episodes_to_dataset, leak_rate, load_episodes, save_episodes,
@@ -151,3 +154,68 @@ def test_rollout_through_endpoint_equals_local(tasks):
     with ChatServer(lm) as srv:
         remote = DidacticEnv(EndpointChatModel(srv.url, native_roles=True), cfg=cfg).run(tasks[:3])
     assert remote == DidacticEnv(lm, cfg=cfg).run(tasks[:3])
+
+
+# --- teacher-free play and plasticity (used by the rl2f paper) ---
+
+
+class Critic:
+    "A self-teacher stand-in: records what it was asked and critiques the last student turn."
+    def __init__(self): self.calls = []
+    def generate(self, conversations, max_new_tokens=64, temperature=0.0, stop=None, seed=0, role="student"):
+        self.calls.append((role, [list(c) for c in conversations]))
+        return [f"Check {c[-1]['content']!r} again." for c in conversations]
+
+
+def test_rl2f_self_teacher_reads_only_the_public_conversation():
+    tasks = sample_tasks("arithmetic", 3, seed=1, difficulty=2)
+    script = {t.prompt: [f"ANSWER: {int(t.solution) + 1}", f"ANSWER: {t.solution}"] for t in tasks}
+    critic = Critic()
+    eps = DidacticEnv(Scripted(script), SelfTeacher(critic), DialogueConfig(max_turns=2)).run(tasks)
+    assert [e.solved_at for e in eps] == [2, 2, 2]
+    (role, convs), = critic.calls
+    assert role == "teacher"
+    for t, e, c in zip(tasks, eps, convs):
+        assert c == e.messages()[:2]  # the problem and the attempt: no system prompt, no private notes
+        assert e.turns[2].content == f"Check 'ANSWER: {int(t.solution) + 1}' again." and e.turns[2].kind == "feedback"
+
+
+def test_rl2f_self_critique_stating_the_answer_is_not_screened():
+    class Guessing(SelfTeacher):
+        def respond(self, tasks, episodes, answers, seed=0): return [TeacherReply(f"Is it {t.solution}?") for t in tasks]
+    tasks = sample_tasks("arithmetic", 2, seed=2, difficulty=1)
+    script = {t.prompt: ["ANSWER: 100000"] * 2 for t in tasks}
+    eps = DidacticEnv(Scripted(script), Guessing(None), DialogueConfig(max_turns=2)).run(tasks)
+    assert [e.turns[2].content for e in eps] == [f"Is it {t.solution}?" for t in tasks]
+    assert leak_rate(eps) == 0.0
+
+
+def test_rl2f_blind_retry_and_env_teacher():
+    maze = sample_tasks("maze", 3, seed=0, difficulty=2)
+    puzzle = sample_tasks("puzzle", 3, seed=0, difficulty=2)
+    eps = [Episode(t.uid, t.family, t.solution, "x") for t in maze]
+    assert {r.text for r in BlindRetryTeacher().respond(maze, eps, ["ANSWER: U"] * 3)} == {BLIND_RETRY_TEXT}
+    for t in maze:
+        walk_off = "ANSWER: " + "U" * 10  # runs into a wall or leaves the grid
+        assert env_feedback(t, walk_off) == t.feedback(walk_off)
+        assert re.fullmatch(r"Your move number \w+ (runs into a wall|leaves the maze)\.", env_feedback(t, walk_off))
+    for t in puzzle:
+        fb = env_feedback(t, "ANSWER: " + "1" * len(t.solution))
+        assert re.fullmatch(r"Your code has \w+ exact and \w+ misplaced\.", fb), fb
+    assert EnvTeacher().answer(maze, eps, [""] * 3)[0].text == ENV_NO_HINT_TEXT
+    with pytest.raises(ValueError, match="no environment feedback"):
+        env_feedback(sample_tasks("arithmetic", 1)[0], "ANSWER: 3")
+
+
+def test_rl2f_repeat_rate():
+    def ep(*turns):
+        return Episode("u", "arithmetic", "7", "scripted", turns=[Turn("user", "3+4?", "problem"), *turns])
+    fb = Turn("teacher", "Too big.", "feedback")
+    a = ep(Turn("student", "3+4=8. ANSWER: 8", "attempt"), fb, Turn("student", "ANSWER: 8.", "attempt"), fb,
+           Turn("student", "ANSWER: 9", "attempt"), fb, Turn("student", "ANSWER: 7", "attempt"))
+    b = ep(Turn("student", "ANSWER: 8", "attempt"), Turn("user", "nudge", "nudge"), Turn("student", "ANSWER: 8", "attempt"))
+    assert repeat_counts([a]) == (1, 3)
+    assert repeat_counts([b]) == (0, 0)  # no feedback between the attempts
+    assert repeat_rate([a, b]) == pytest.approx(1 / 3)
+    assert math.isnan(repeat_rate([b]))
+    assert answer_key("ANSWER:\ndef f(x):\n    return x") != answer_key("ANSWER:\ndef f(x):\n    return 0")

@@ -80,3 +80,45 @@ def test_masked_sft_loop_learns_and_leaves_teacher_untrained():
     # the teacher's turn was never a target: its probability stays near the untrained level
     p_teacher = math.exp(lm.logprobs([[]], ["zq"], role="teacher")[0])
     assert p_teacher < 0.05
+
+
+# --- the auxiliary LM loss on teacher turns (self-critique, used by the rl2f paper) ---
+
+def _teacher_nll(lm, conv):
+    (ids, mask), = sft_examples(lm.tokenizer, [conv], ("teacher",))
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        lp = torch.log_softmax(lm.model(input_ids=x).logits[0, :-1].float(), -1).gather(-1, x[0, 1:, None])[:, 0]
+    return -(lp * torch.tensor(mask[1:], dtype=torch.float32)).sum().item() / sum(mask)
+
+
+def test_rl2f_aux_loss_is_the_teacher_token_nll():
+    lm = TinyLM.create("1m", seed=0)
+    opt = torch.optim.SGD(lm.model.parameters(), lr=0.0)
+    stats = {}
+    # zero advantages and an excluded second conversation: only the auxiliary term is left
+    loss = grpo_update(lm, opt, [CONV, CONV], np.zeros(2), GRPOConfig(aux_coef=2.0, minibatch=1), rl_keep=[True, False],
+                       stats=stats)
+    assert stats["aux_nll"] == pytest.approx(_teacher_nll(lm, CONV), rel=1e-4)
+    assert loss == pytest.approx(2.0 * stats["aux_nll"], rel=1e-4)
+    # rl_keep drops a conversation from the RL loss: the same value as updating on the kept one alone
+    kept = grpo_update(lm, opt, [CONV, CONV], np.array([1.0, -1.0]), GRPOConfig(), rl_keep=[True, False])
+    alone = grpo_update(lm, opt, [CONV], np.array([1.0]), GRPOConfig())
+    assert kept == pytest.approx(alone, abs=1e-6)
+
+
+def test_rl2f_aux_loss_teaches_the_teacher_turn():
+    lm = TinyLM.create("1m", seed=0)
+    before = _teacher_nll(lm, CONV)
+    opt = torch.optim.AdamW(lm.model.parameters(), lr=3e-3, weight_decay=0.0)
+    for _ in range(15):
+        grpo_update(lm, opt, [CONV], np.zeros(1), GRPOConfig(aux_coef=1.0))
+    assert _teacher_nll(lm, CONV) < 0.5 * before
+
+
+def test_rl2f_self_critique_method_registered_and_logs_critique_loss():
+    from agora.core.didactic import METHODS, SIZES, MethodConfig, make_tasks
+    cfg = MethodConfig(max_new_tokens=6, rl_steps=2, problems_per_step=2, group_size=2, train_turns=2)
+    log = METHODS["self_critique_rl"](TinyLM.create(SIZES["0.1m"], seed=0), make_tasks("math", 4, 0, "train", (1,)), cfg)
+    assert [r["step"] for r in log["rl"]] == [0, 1]
+    assert all("aux_nll" in r for r in log["rl"])

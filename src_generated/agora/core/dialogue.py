@@ -30,10 +30,12 @@ from .tokenizer import encode_chat, role_loss_mask
 
 # %% auto #0
 __all__ = ['STUDENT_KINDS', 'RETRY_TEXT', 'NUDGE_TEXT', 'NO_HINT_TEXT', 'NO_MORE_TEXT', 'TEACHER_SYSTEM', 'TEACHERS',
-           'classify_turn', 'Turn', 'Episode', 'TeacherReply', 'Teacher', 'ScriptedTeacher', 'RetryTeacher',
-           'ShuffledTeacher', 'ModelTeacher', 'DialogueConfig', 'DidacticEnv', 'success_by_turn', 'leak_rate',
-           'turn_kind_rate', 'premature_answer_rate', 'episode_row', 'episodes_to_dataset', 'save_episodes',
-           'load_episodes', 'NaiveGenerateStudent', 'printable_suppress_ids', 'bench_rollout']
+           'BLIND_RETRY_TEXT', 'ENV_NO_HINT_TEXT', 'ENV_FAMILIES', 'classify_turn', 'Turn', 'Episode', 'TeacherReply',
+           'Teacher', 'ScriptedTeacher', 'RetryTeacher', 'ShuffledTeacher', 'ModelTeacher', 'SelfTeacher',
+           'BlindRetryTeacher', 'env_feedback', 'EnvTeacher', 'DialogueConfig', 'DidacticEnv', 'success_by_turn',
+           'leak_rate', 'turn_kind_rate', 'premature_answer_rate', 'answer_key', 'repeat_counts', 'repeat_rate',
+           'episode_row', 'episodes_to_dataset', 'save_episodes', 'load_episodes', 'NaiveGenerateStudent',
+           'printable_suppress_ids', 'bench_rollout']
 
 # %% ../../../nbs/core/15_dialogue.ipynb #c1c8b35e
 STUDENT_KINDS = ("attempt", "question", "other")
@@ -101,6 +103,7 @@ class TeacherReply:
 class Teacher:
     "Replies to wrong attempts (`respond`) and to the student's questions (`answer`, given its latest attempt)."
     name = "teacher"
+    knows_solution = True  # its turns are screened for the answer (a teacher without the solution only guesses)
     def respond(self, tasks: Sequence[Task], episodes: Sequence[Episode], answers: Sequence[str],
                 seed: int = 0) -> list[TeacherReply]:
         raise NotImplementedError
@@ -183,6 +186,51 @@ class ModelTeacher(Teacher):
 
 TEACHERS = {c.name: c for c in (ScriptedTeacher, RetryTeacher, ShuffledTeacher, ModelTeacher)}
 
+# %% ../../../nbs/core/15_dialogue.ipynb #2320bc91
+BLIND_RETRY_TEXT = "Check your answer and give it again."
+ENV_NO_HINT_TEXT = "The environment only scores moves and guesses. Give your answer."
+ENV_FAMILIES = ("maze", "puzzle")
+
+class SelfTeacher(Teacher):
+    "The model itself writes the teacher turns from the public conversation only: self-critique, no private notes."
+    name = "self"
+    knows_solution = False
+    def __init__(self, chat: ChatModel, max_new_tokens: int = 48, temperature: float = 0.7):
+        self.chat, self.max_new_tokens, self.temperature = chat, max_new_tokens, temperature
+
+    def respond(self, tasks, episodes, answers, seed=0) -> list[TeacherReply]:
+        texts = self.chat.generate([e.messages() for e in episodes], self.max_new_tokens, self.temperature,
+                                   seed=derive_seed(seed, "self-teacher"), role="teacher")
+        return [TeacherReply(t.strip() or BLIND_RETRY_TEXT) for t in texts]
+
+    def answer(self, tasks, episodes, attempts, seed=0) -> list[TeacherReply]:
+        return self.respond(tasks, episodes, attempts, derive_seed(seed, "answer"))  # the question is in the context
+
+class BlindRetryTeacher(Teacher):
+    "The same neutral request after every attempt, right or wrong: retrying with no information."
+    name = "blind_retry"
+    def respond(self, tasks, episodes, answers, seed=0) -> list[TeacherReply]:
+        return [TeacherReply(BLIND_RETRY_TEXT) for _ in answers]
+
+def env_feedback(task: Task, answer_text: str) -> str:
+    "What the environment reveals about an attempt: where a maze walk hits a wall or ends; a Mastermind score."
+    if task.family not in ENV_FAMILIES:
+        raise ValueError(f"family {task.family!r} has no environment feedback; choose from {', '.join(ENV_FAMILIES)}")
+    fb = task.feedback(answer_text)
+    # the puzzle's family feedback adds a consistency check against the given clues, which only a teacher does
+    return fb.split(" It contradicts", 1)[0] if task.family == "puzzle" else fb
+
+class EnvTeacher(Teacher):
+    "No teacher: only the environment's own signal on each attempt, and no hints for questions."
+    name = "env"
+    def respond(self, tasks, episodes, answers, seed=0) -> list[TeacherReply]:
+        return [TeacherReply(env_feedback(t, a)) for t, a in zip(tasks, answers)]
+
+    def answer(self, tasks, episodes, attempts, seed=0) -> list[TeacherReply]:
+        return [TeacherReply(ENV_NO_HINT_TEXT) for _ in attempts]
+
+TEACHERS.update({c.name: c for c in (SelfTeacher, BlindRetryTeacher, EnvTeacher)})
+
 # %% ../../../nbs/core/15_dialogue.ipynb #ed9b3f6f
 @dataclass
 class DialogueConfig:
@@ -236,7 +284,8 @@ class DidacticEnv:
         replies = call([tasks[i] for i in idx], [eps[i] for i in idx], texts, seed)
         for i, r in zip(idx, replies):
             text, rejected = r.text, r.rejected
-            if leaks_solution(text, tasks[i].solution): text, rejected = RETRY_TEXT, rejected + 1
+            if self.teacher.knows_solution and leaks_solution(text, tasks[i].solution):
+                text, rejected = RETRY_TEXT, rejected + 1
             eps[i].leaks_rejected += rejected; eps[i].teacher_samples += 1 + rejected
             eps[i].turns.append(Turn("teacher", text, kind))
 
@@ -291,6 +340,31 @@ def premature_answer_rate(episodes: Sequence[Episode]) -> float:
     "Fraction of student turns that are answer attempts made before every shard was revealed."
     n = sum(len(e.student_turns()) for e in episodes)
     return sum(e.premature for e in episodes) / n if n else 0.0
+
+_ANSWER_MARK = re.compile(r"answer(?:\s+is)?\s*[:=]\s*|answer\s+is\s+", re.I)
+
+def answer_key(text: str) -> str:
+    "The stated answer of a turn for comparison: all the text after its last answer marker (else the whole turn)."
+    ms = list(_ANSWER_MARK.finditer(text or ""))
+    a = (text or "")[ms[-1].end():] if ms else (text or "")
+    return re.sub(r"[.!\s]+$", "", " ".join(a.split()).lower())
+
+def repeat_counts(episodes: Sequence[Episode]) -> tuple[int, int]:
+    "(repeats, eligible): attempts that follow a wrong attempt and feedback on it, and those restating its answer."
+    rep = n = 0
+    for e in episodes:
+        prev, fed = None, False
+        for t in e.turns:
+            if t.role == "student" and t.kind == "attempt":
+                if prev is not None and fed: n += 1; rep += answer_key(t.content) == prev
+                prev, fed = answer_key(t.content), False
+            elif t.role == "teacher" and t.kind == "feedback" and prev is not None: fed = True
+    return rep, n
+
+def repeat_rate(episodes: Sequence[Episode]) -> float:
+    "Fraction of attempts after a wrong attempt + feedback that repeat its answer (plasticity; nan if none)."
+    rep, n = repeat_counts(episodes)
+    return rep / n if n else float("nan")
 
 # %% ../../../nbs/core/15_dialogue.ipynb #d8579546
 def episode_row(e: Episode, tokenizer: PreTrainedTokenizerBase | None = None,

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from .cache import cached_stage
-from .dialogue import (DialogueConfig, DidacticEnv, Episode, RetryTeacher, ScriptedTeacher, ShuffledTeacher,
-                                 Teacher)
+from .dialogue import (BlindRetryTeacher, DialogueConfig, DidacticEnv, EnvTeacher, Episode, RetryTeacher,
+                                 ScriptedTeacher, SelfTeacher, ShuffledTeacher, Teacher)
 from .lm import LM_SIZES, HFChatModel, LMSize, TinyLM, TrainConfig
 from .seeding import derive_seed, np_rng
 from .tasks import Task, sample_tasks, verify_many
@@ -30,11 +30,11 @@ from .tokenizer import build_tokenizer
 from .trainers import GRPOConfig, didactic_rollout, masked_sft, train_grpo
 
 # %% auto #0
-__all__ = ['DOMAINS', 'SIZES', 'DIFFICULTIES', 'METHODS', 'CACHE_SLUG', 'make_tasks', 'worked_answer', 'single_turn',
-           'BaseConfig', 'turn1_accuracy', 'pretrain_base', 'MethodConfig', 'dialogue_config', 'grpo_config',
-           'sft_stage', 'single_turn_sft', 'single_turn_rl', 'multi_turn_rl', 'collect_dialogues', 'dialogue_sft',
-           'register_method', 'base_model', 'train_tasks', 'trained_model', 'parallel_calls', 'build_models',
-           'make_teacher', 'play']
+__all__ = ['DOMAINS', 'SIZES', 'DIFFICULTIES', 'METHODS', 'CACHE_SLUG', 'TEACHER_NAMES', 'make_tasks', 'worked_answer',
+           'single_turn', 'BaseConfig', 'turn1_accuracy', 'pretrain_base', 'MethodConfig', 'dialogue_config',
+           'grpo_config', 'sft_stage', 'single_turn_sft', 'single_turn_rl', 'multi_turn_rl', 'collect_dialogues',
+           'dialogue_sft', 'self_critique_rl', 'register_method', 'base_model', 'train_tasks', 'trained_model',
+           'parallel_calls', 'build_models', 'make_teacher', 'play']
 
 # %% ../../../nbs/core/17_didactic.ipynb #039e397f
 DOMAINS = {"math": ("arithmetic", "word_problems"), "code": ("code",), "maze": ("maze",), "puzzle": ("puzzle",)}
@@ -184,9 +184,15 @@ def dialogue_sft(chat: HFChatModel, tasks: Sequence[Task], cfg: MethodConfig) ->
     kept = [e.messages() for e in eps if e.solved_at is not None]
     return dict(collected=len(eps), kept=len(kept), losses=sft_stage(chat, kept, cfg, "dialogue_sft"))
 
+def self_critique_rl(chat: HFChatModel, tasks: Sequence[Task], cfg: MethodConfig) -> dict:
+    "RL²F plus self-critique: multi-turn GRPO on student tokens + `critique_coef` x LM loss on the teacher's turns."
+    ro = didactic_rollout(ScriptedTeacher(), dialogue_config(cfg), cfg.discount)
+    gcfg = replace(grpo_config(cfg), aux_coef=cfg.critique_coef, aux_roles=("teacher",))
+    return dict(rl=train_grpo(chat, tasks, ro, gcfg))
+
 METHODS: dict[str, Callable[[HFChatModel, Sequence[Task], MethodConfig], dict]] = {
     "single_turn_sft": single_turn_sft, "single_turn_rl": single_turn_rl, "dialogue_sft": dialogue_sft,
-    "multi_turn_rl": multi_turn_rl}
+    "multi_turn_rl": multi_turn_rl, "self_critique_rl": self_critique_rl}
 
 def register_method(name: str, fn: Callable[[HFChatModel, Sequence[Task], MethodConfig], dict]) -> None:
     "Make `fn(chat, tasks, cfg) -> log` available to `trained_model` under `name`."
@@ -252,16 +258,23 @@ def build_models(calls: Sequence[tuple[Callable, tuple]], jobs: int = 1, threads
     return parallel_calls(calls, jobs, threads, imports, _run_build)
 
 # %% ../../../nbs/core/17_didactic.ipynb #a7cbcba4
-def make_teacher(name: str, pool: Sequence[Task] = ()) -> Teacher:
-    "A teacher by name: scripted, retry or shuffled (shuffled draws its other problem from `pool`)."
+TEACHER_NAMES = ("scripted", "retry", "shuffled", "blind_retry", "env", "self")
+
+def make_teacher(name: str, pool: Sequence[Task] = (), chat: HFChatModel | None = None) -> Teacher:
+    "A teacher by name (`TEACHER_NAMES`); shuffled draws its other problem from `pool`, self is `chat` itself."
     if name == "scripted": return ScriptedTeacher()
     if name == "retry": return RetryTeacher()
     if name == "shuffled": return ShuffledTeacher(list(pool))
-    raise KeyError(f"unknown teacher {name!r}; choose from scripted, retry, shuffled")
+    if name == "blind_retry": return BlindRetryTeacher()
+    if name == "env": return EnvTeacher()
+    if name == "self":
+        if chat is None: raise ValueError("the self teacher needs the chat model")
+        return SelfTeacher(chat)
+    raise KeyError(f"unknown teacher {name!r}; choose from {', '.join(TEACHER_NAMES)}")
 
 def play(chat: HFChatModel, tasks: Sequence[Task], teacher: str | Teacher = "scripted", max_turns: int = 10,
          temperature: float = 0.8, max_new_tokens: int = 64, seed: int = 0, sharded: bool = False) -> list[Episode]:
-    "One episode per task with the teacher (a name or a `Teacher`), or the sharded user."
+    "One episode per task with the teacher (a name or a `Teacher`; `self`: the student critiques itself), or the sharded user."
     cfg = DialogueConfig(max_turns=max_turns, max_new_tokens=max_new_tokens, temperature=temperature, sharded=sharded)
-    t = None if sharded else (make_teacher(teacher, tasks) if isinstance(teacher, str) else teacher)
+    t = None if sharded else (make_teacher(teacher, tasks, chat) if isinstance(teacher, str) else teacher)
     return DidacticEnv(chat, t, cfg).run(list(tasks), seed)

@@ -127,6 +127,8 @@ class GRPOConfig:
     scale_std: bool = True  # divide advantages by the group std
     max_len: int = 1024  # conversations are truncated to this many tokens
     grad_clip: float = 1.0  # gradient-norm clip
+    aux_coef: float = 0.0  # weight of an LM loss on `aux_roles`' tokens (self-critique: the teacher turns); 0: none
+    aux_roles: tuple = ("teacher",)  # roles whose tokens the auxiliary LM loss trains on
     seed: int = 0  # problem order and sampling
 
 def _pad(seqs: Sequence[Sequence[int]], pad_id: int, width: int) -> torch.Tensor:
@@ -140,34 +142,47 @@ def _pad(seqs: Sequence[Sequence[int]], pad_id: int, width: int) -> torch.Tensor
 # %% ../../../nbs/core/16_trainers.ipynb #3de075e2
 def grpo_update(chat: HFChatModel, opt: torch.optim.Optimizer, convs: Sequence[Sequence[Message]],
                 advantages: np.ndarray, cfg: GRPOConfig, ref: PreTrainedModel | None = None,
-                train_roles: Sequence[str] = ("student",)) -> float:
-    "One GRPO update (`cfg.ppo_epochs` passes) on conversations with their advantages; the mean loss."
+                train_roles: Sequence[str] = ("student",),
+                rl_keep: Sequence[bool] | None = None,  # conversations in the RL loss (default all; aux loss: all)
+                stats: dict | None = None,  # filled with `aux_nll`, the auxiliary loss per token, if cfg.aux_coef > 0
+                ) -> float:
+    "One GRPO update (`cfg.ppo_epochs` passes) on conversations with their advantages (+ aux LM loss); the mean loss."
     model, dev = chat.model, chat.device
     ex = sft_examples(chat.tokenizer, convs, train_roles)
     width = min(cfg.max_len, max(len(e[0]) for e in ex))
     ids = _pad([e[0] for e in ex], chat.pad_id, width).to(dev)
     att = _pad([[1] * len(e[0]) for e in ex], 0, width).to(dev)
     lmask = (_pad([e[1] for e in ex], 0, width).to(dev) * att)[:, 1:]
+    if rl_keep is not None: lmask = lmask * torch.tensor([int(k) for k in rl_keep], dtype=torch.long, device=dev)[:, None]
     adv = torch.tensor(advantages, dtype=torch.float32, device=dev)
     n_tok = lmask.sum().clamp(min=1).float()
+    amask = None
+    if cfg.aux_coef > 0:  # the LM loss on other roles' turns, e.g. the teacher's, given the conversation before them
+        aux = sft_examples(chat.tokenizer, convs, cfg.aux_roles)
+        amask = (_pad([e[1] for e in aux], 0, width).to(dev) * att)[:, 1:].float()
+        n_aux = amask.sum().clamp(min=1)
     chunks = [slice(i, i + cfg.minibatch) for i in range(0, len(ex), cfg.minibatch)]
     with torch.no_grad():
         old = torch.cat([token_logprobs(model, ids[c], att[c]) for c in chunks]) if cfg.ppo_epochs > 1 else None
         rlp = torch.cat([token_logprobs(ref, ids[c], att[c]) for c in chunks]) if ref is not None else None
     model.train()
-    losses = []
+    losses, aux_nll = [], []
     for _ in range(cfg.ppo_epochs):
         opt.zero_grad(set_to_none=True)
-        total = 0.0
+        total, nll = 0.0, 0.0
         for c in chunks:
             lp = token_logprobs(model, ids[c], att[c])
             o = old[c] if old is not None else lp.detach()
             part = grpo_loss(lp, o, adv[c], lmask[c], cfg.clip_eps, cfg.kl_coef, rlp[c] if rlp is not None else None)
             scaled = part * lmask[c].sum() / n_tok  # token mean over the whole batch, not per minibatch
+            if amask is not None:
+                a = -(lp * amask[c]).sum() / n_aux
+                scaled = scaled + cfg.aux_coef * a; nll += a.item()
             scaled.backward(); total += scaled.item()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step(); losses.append(total)
+        opt.step(); losses.append(total); aux_nll.append(nll)
     model.eval()
+    if stats is not None and amask is not None: stats["aux_nll"] = float(np.mean(aux_nll))
     return float(np.mean(losses))
 
 # %% ../../../nbs/core/16_trainers.ipynb #b746b162
@@ -189,10 +204,15 @@ def train_grpo(chat: HFChatModel, tasks: Sequence, rollout: Rollout, cfg: GRPOCo
         rewards = np.array([r for _, r in played], dtype=float)
         adv = group_advantages(rewards, G, cfg.scale_std)
         keep = np.flatnonzero(np.repeat(rewards.reshape(-1, G).std(1) > 0, G))
-        loss = grpo_update(chat, opt, [played[i][0] for i in keep], adv[keep], cfg, ref, train_roles) if keep.size else 0.0
+        stats = {}
+        if cfg.aux_coef > 0:  # every conversation feeds the auxiliary loss; only informative groups the RL loss
+            mask = np.zeros(len(played), bool); mask[keep] = True
+            loss = grpo_update(chat, opt, [c for c, _ in played], adv, cfg, ref, train_roles, mask, stats)
+        else:
+            loss = grpo_update(chat, opt, [played[i][0] for i in keep], adv[keep], cfg, ref, train_roles) if keep.size else 0.0
         sched.step()
         log.append(dict(step=step, reward=float(rewards.mean()), solved=float((rewards > 0).mean()),
-                        groups_used=int(keep.size // G), loss=loss))
+                        groups_used=int(keep.size // G), loss=loss, **stats))
     return log
 
 # %% ../../../nbs/core/16_trainers.ipynb #3f62f9cf
