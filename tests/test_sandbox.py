@@ -216,14 +216,12 @@ def test_refuses_without_bwrap(monkeypatch):
     assert (r.passed, r.error, r.sandboxed) == (False, "timeout", False)
 
 
-def test_many_programs_are_fast():
+def test_many_programs_in_one_batch():
+    "Speed is measured by `agora bench sandbox`; here only that a large batch keeps each program's own outcome."
     jobs = [(f"def f(x):\n    return x + {i}", [f"assert f(1) == {i + 1}"]) for i in range(64)]
     jobs[5] = ("def f(x):\n    return 0", ["assert f(1) == 6"])
-    t0 = time.perf_counter()
     rs = run_many(jobs)
-    dt = time.perf_counter() - t0
     assert [r.passed for r in rs] == [i != 5 for i in range(64)]
-    assert dt < 20, f"{64 / dt:.1f} programs/s"
 
 
 @needs_bwrap
