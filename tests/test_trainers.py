@@ -72,6 +72,23 @@ def test_grpo_update_counts_student_tokens_only():
     assert loss == pytest.approx(-0.75, abs=1e-6)
 
 
+def test_grpo_loss_norm_token_vs_sequence():
+    "A short solved dialogue (A=+1) and a long failed one (A=-1): token mean weighs the long one by its length."
+    lm = TinyLM.create("1m", seed=0)
+    short = CONV[:2]
+    n_short = sum(sft_examples(lm.tokenizer, [short])[0][1])
+    n_long = sum(sft_examples(lm.tokenizer, [CONV])[0][1])
+    assert n_long > n_short
+    opt = torch.optim.SGD(lm.model.parameters(), lr=0.0)
+    adv = np.array([1.0, -1.0])
+    tok = grpo_update(lm, opt, [short, CONV], adv, GRPOConfig(minibatch=1))
+    seq = grpo_update(lm, opt, [short, CONV], adv, GRPOConfig(minibatch=1, loss_norm="sequence"))
+    assert tok == pytest.approx((n_long - n_short) / (n_long + n_short), abs=1e-6)
+    assert seq == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="loss_norm"):
+        grpo_update(lm, opt, [CONV], np.zeros(1), GRPOConfig(loss_norm="mean"))
+
+
 def test_masked_sft_loop_learns_and_leaves_teacher_untrained():
     lm = TinyLM.create("1m", seed=0)
     convs = [[{"role": "teacher", "content": "zq"}, {"role": "student", "content": "ok"}]] * 8

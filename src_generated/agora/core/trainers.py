@@ -127,6 +127,8 @@ class GRPOConfig:
     scale_std: bool = True  # divide advantages by the group std
     max_len: int = 1024  # conversations are truncated to this many tokens
     grad_clip: float = 1.0  # gradient-norm clip
+    loss_norm: str = "token"  # "token": mean over all trained tokens of the batch; "sequence": mean of each
+    # conversation's token mean (a long failed dialogue then weighs as much as a short solved one, not 4x more)
     aux_coef: float = 0.0  # weight of an LM loss on `aux_roles`' tokens (self-critique: the teacher turns); 0: none
     aux_roles: tuple = ("teacher",)  # roles whose tokens the auxiliary LM loss trains on
     seed: int = 0  # problem order and sampling
@@ -155,6 +157,10 @@ def grpo_update(chat: HFChatModel, opt: torch.optim.Optimizer, convs: Sequence[S
     lmask = (_pad([e[1] for e in ex], 0, width).to(dev) * att)[:, 1:]
     if rl_keep is not None: lmask = lmask * torch.tensor([int(k) for k in rl_keep], dtype=torch.long, device=dev)[:, None]
     adv = torch.tensor(advantages, dtype=torch.float32, device=dev)
+    if cfg.loss_norm not in ("token", "sequence"):
+        raise ValueError(f"loss_norm must be 'token' or 'sequence', got {cfg.loss_norm!r}")
+    if cfg.loss_norm == "sequence":  # each conversation's tokens weigh 1/its length: every conversation counts once
+        lmask = lmask.float() / lmask.sum(1, keepdim=True).clamp(min=1)
     n_tok = lmask.sum().clamp(min=1).float()
     amask = None
     if cfg.aux_coef > 0:  # the LM loss on other roles' turns, e.g. the teacher's, given the conversation before them
