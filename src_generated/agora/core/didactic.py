@@ -133,7 +133,8 @@ class MethodConfig:
     rl_steps: int = 4  # GRPO updates
     problems_per_step: int = 4  # problems per GRPO update
     group_size: int = 8  # conversations per problem (sml paper: 8)
-    rl_lr: float = 5e-4  # GRPO learning rate
+    rl_lr: float = 1e-4  # GRPO learning rate (5e-4 let the multi-turn reward collapse at the sml cpu profile)
+    rl_norm: str = "sequence"  # GRPO loss weighting: every conversation once ("token": by its number of tokens)
     kl_coef: float = 0.0  # KL penalty (sml paper: none)
     q_base: float = 0.75  # Q-priming: a wrong attempt at turn t becomes a question with probability q_base**t
     critique_coef: float = 1.0  # self-critique training: weight of the LM loss on teacher turns
@@ -147,7 +148,7 @@ def dialogue_config(cfg: MethodConfig, turns: int | None = None) -> DialogueConf
 def grpo_config(cfg: MethodConfig) -> GRPOConfig:
     "The GRPO settings of the RL methods."
     return GRPOConfig(steps=cfg.rl_steps, problems_per_step=cfg.problems_per_step, group_size=cfg.group_size,
-                      lr=cfg.rl_lr, kl_coef=cfg.kl_coef, seed=derive_seed(cfg.seed, "grpo"))
+                      lr=cfg.rl_lr, kl_coef=cfg.kl_coef, loss_norm=cfg.rl_norm, seed=derive_seed(cfg.seed, "grpo"))
 
 def sft_stage(chat: HFChatModel, convs: list, cfg: MethodConfig, name: str,
               train_roles: Sequence[str] = ("student",)) -> list[float]:
