@@ -24,8 +24,8 @@ from transformers import PreTrainedTokenizerBase
 
 from .lm import ChatModel, HFChatModel, TinyLM
 from .seeding import derive_seed, np_rng
-from .tasks import (GENERIC_FEEDBACK, Task, extract_answer, feedback_many, hint_many, leaks_solution, sample_tasks,
-                              verify_many)
+from .tasks import (_MARK, FAMILIES, GENERIC_FEEDBACK, Task, extract_answer, feedback_many, hint_many,
+                              leaks_solution, sample_tasks, verify_many)
 from .tokenizer import encode_chat, role_loss_mask
 
 # %% auto #0
@@ -191,20 +191,17 @@ BLIND_RETRY_TEXT = "Check your answer and give it again."
 ENV_NO_HINT_TEXT = "The environment only scores moves and guesses. Give your answer."
 ENV_FAMILIES = ("maze", "puzzle")
 
-class SelfTeacher(Teacher):
+class SelfTeacher(ModelTeacher):
     "The model itself writes the teacher turns from the public conversation only: self-critique, no private notes."
     name = "self"
     knows_solution = False
     def __init__(self, chat: ChatModel, max_new_tokens: int = 48, temperature: float = 0.7):
-        self.chat, self.max_new_tokens, self.temperature = chat, max_new_tokens, temperature
+        super().__init__(chat, max_new_tokens, temperature, resamples=0)
 
     def respond(self, tasks, episodes, answers, seed=0) -> list[TeacherReply]:
         texts = self.chat.generate([e.messages() for e in episodes], self.max_new_tokens, self.temperature,
                                    seed=derive_seed(seed, "self-teacher"), role="teacher")
         return [TeacherReply(t.strip() or BLIND_RETRY_TEXT) for t in texts]
-
-    def answer(self, tasks, episodes, attempts, seed=0) -> list[TeacherReply]:
-        return self.respond(tasks, episodes, attempts, derive_seed(seed, "answer"))  # the question is in the context
 
 class BlindRetryTeacher(Teacher):
     "The same neutral request after every attempt, right or wrong: retrying with no information."
@@ -216,9 +213,8 @@ def env_feedback(task: Task, answer_text: str) -> str:
     "What the environment reveals about an attempt: where a maze walk hits a wall or ends; a Mastermind score."
     if task.family not in ENV_FAMILIES:
         raise ValueError(f"family {task.family!r} has no environment feedback; choose from {', '.join(ENV_FAMILIES)}")
-    fb = task.feedback(answer_text)
-    # the puzzle's family feedback adds a consistency check against the given clues, which only a teacher does
-    return fb.split(" It contradicts", 1)[0] if task.family == "puzzle" else fb
+    # the puzzle's teacher feedback adds a check against the given clues; the game itself only scores the guess
+    return FAMILIES["puzzle"].score_feedback(task, answer_text) if task.family == "puzzle" else task.feedback(answer_text)
 
 class EnvTeacher(Teacher):
     "No teacher: only the environment's own signal on each attempt, and no hints for questions."
@@ -312,8 +308,9 @@ class DidacticEnv:
                 for i in active: self._reveal(tasks[i], eps[i])
                 continue
             asks = [i for i in active if kinds[i] == "question" and c.answer_questions]
+            asked = set(asks)
             for i in active:
-                if kinds[i] != "attempt" and i not in asks: eps[i].turns.append(Turn("user", NUDGE_TEXT, "nudge"))
+                if kinds[i] != "attempt" and i not in asked: eps[i].turns.append(Turn("user", NUDGE_TEXT, "nudge"))
             wrong = [i for i in active if kinds[i] == "attempt"]
             self._teach(tasks, eps, wrong, [texts[i] for i in wrong], derive_seed(seed, "teacher", turn))
             self._teach(tasks, eps, asks, [eps[i].last_attempt() for i in asks], derive_seed(seed, "answer", turn),
@@ -341,11 +338,10 @@ def premature_answer_rate(episodes: Sequence[Episode]) -> float:
     n = sum(len(e.student_turns()) for e in episodes)
     return sum(e.premature for e in episodes) / n if n else 0.0
 
-_ANSWER_MARK = re.compile(r"answer(?:\s+is)?\s*[:=]\s*|answer\s+is\s+", re.I)
 
 def answer_key(text: str) -> str:
     "The stated answer of a turn for comparison: all the text after its last answer marker (else the whole turn)."
-    ms = list(_ANSWER_MARK.finditer(text or ""))
+    ms = list(_MARK.finditer(text or ""))  # the answer markers `extract_answer` uses
     a = (text or "")[ms[-1].end():] if ms else (text or "")
     return re.sub(r"[.!\s]+$", "", " ".join(a.split()).lower())
 

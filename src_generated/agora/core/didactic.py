@@ -34,7 +34,7 @@ __all__ = ['DOMAINS', 'SIZES', 'DIFFICULTIES', 'METHODS', 'CACHE_SLUG', 'TEACHER
            'single_turn', 'BaseConfig', 'turn1_accuracy', 'pretrain_base', 'MethodConfig', 'dialogue_config',
            'grpo_config', 'sft_stage', 'single_turn_sft', 'single_turn_rl', 'multi_turn_rl', 'collect_dialogues',
            'dialogue_sft', 'self_critique_rl', 'register_method', 'base_model', 'train_tasks', 'trained_model',
-           'parallel_calls', 'build_models', 'make_teacher', 'play']
+           'named_model', 'parallel_calls', 'build_models', 'make_teacher', 'play']
 
 # %% ../../../nbs/core/17_didactic.ipynb #039e397f
 DOMAINS = {"math": ("arithmetic", "word_problems"), "code": ("code",), "maze": ("maze",), "puzzle": ("puzzle",)}
@@ -229,6 +229,17 @@ def trained_model(method: str, domain: str, n_train: int, base: BaseConfig, cfg:
             log["seconds"] = round(time.time() - t0, 1)
             chat.save_pretrained(d); (d / "log.json").write_text(json.dumps(log, default=float))
     return HFChatModel.from_pretrained(d, dtype="float32"), json.loads((d / "log.json").read_text())
+
+def named_model(name: str, methods: dict[str, str], domain: str, n_train: int, base: BaseConfig, cfg: MethodConfig,
+                big_size: str | None = None) -> HFChatModel:
+    "A paper's model by its name: `base`, `big_base` (the `big_size` reference) or a key of `methods` (name: method)."
+    if name == "base": return base_model(base)[0]
+    if name == "big_base":
+        if big_size is None: raise ValueError("big_base needs big_size")
+        return base_model(base, big=big_size)[0]
+    if name not in methods:
+        raise KeyError(f"unknown model {name!r}; choose from {', '.join(['base', 'big_base', *methods])}")
+    return trained_model(methods[name], domain, n_train, base, cfg)[0]
 
 # %% ../../../nbs/core/17_didactic.ipynb #8d4aa188
 def _init_worker(threads: int, imports: Sequence[str]) -> None:

@@ -17,7 +17,7 @@ from scipy import stats
 from .paths import check_profile, results_path, run_dir
 
 # %% auto #0
-__all__ = ['mean_ci', 'wilson_ci', 'summarize', 'read_results', 'record_metrics', 'metric_values', 'write_run_meta']
+__all__ = ['mean_ci', 'wilson_ci', 'rate_ci', 'summarize', 'read_results', 'record_metrics', 'metric_values', 'write_run_meta']
 
 # %% ../../../nbs/core/03_results.ipynb #7b946b1c
 def _round(x: float, sig: int = 6) -> float | None:
@@ -44,6 +44,12 @@ def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float
     c = (p + z * z / (2 * n)) / (1 + z * z / n)
     h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return p, max(0.0, c - h), min(1.0, c + h)
+
+def rate_ci(values: Iterable[float], n_trials: int, level: float = 0.95) -> tuple[float, float, float]:
+    "Mean and CI of a per-seed success rate: t over seeds, or for a single seed Wilson over its `n_trials` problems."
+    v = [float(x) for x in values]
+    if len(v) == 1: return wilson_ci(round(v[0] * n_trials), n_trials, level)
+    return mean_ci(v, level)
 
 def summarize(values: Iterable[float] | float) -> dict:
     "A metric entry: per-seed `values`, `n`, `mean` and `ci95`."

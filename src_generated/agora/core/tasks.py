@@ -493,12 +493,17 @@ class Mastermind(Family):
     def verify(self, task, answer_text):
         return self._code(task, answer_text) == task.solution
 
-    def feedback(self, task, answer_text):
+    def score_feedback(self, task, answer_text):
+        "What the game itself says about a guess: its exact/misplaced score (or the expected format)."
         code = self._code(task, answer_text)
         n, k = task.private["length"], task.private["colors"]
         if code is None: return f"Answer with a code of {_num_word(n)} digits, each between one and {_num_word(k)}."
         ex, mis = mastermind_score(code, task.solution)
-        fb = f"Your code has {_num_word(ex)} exact and {_num_word(mis)} misplaced."
+        return f"Your code has {_num_word(ex)} exact and {_num_word(mis)} misplaced."
+
+    def feedback(self, task, answer_text):
+        fb, code = self.score_feedback(task, answer_text), self._code(task, answer_text)
+        if code is None: return fb
         for i, (g, s) in enumerate(task.private["clues"]):
             if list(mastermind_score(g, code)) != s:
                 return fb + f" It contradicts clue {_num_word(i + 1)}."

@@ -21,7 +21,7 @@ from .dialogue import DialogueConfig, DidacticEnv, Teacher
 from .lm import HFChatModel, LMExample, TrainConfig, chat_example, train_lm
 from .seeding import derive_seed, np_rng
 from .tasks import Task
-from .tokenizer import Message
+from .tokenizer import Message, encode_chat, role_loss_mask
 
 # %% auto #0
 __all__ = ['Rollout', 'sft_examples', 'masked_sft', 'group_advantages', 'token_logprobs', 'grpo_loss', 'GRPOConfig',
@@ -149,8 +149,9 @@ def grpo_update(chat: HFChatModel, opt: torch.optim.Optimizer, convs: Sequence[S
                 stats: dict | None = None,  # filled with `aux_nll`, the auxiliary loss per token, if cfg.aux_coef > 0
                 ) -> float:
     "One GRPO update (`cfg.ppo_epochs` passes) on conversations with their advantages (+ aux LM loss); the mean loss."
-    model, dev = chat.model, chat.device
-    ex = sft_examples(chat.tokenizer, convs, train_roles)
+    model, dev, tok = chat.model, chat.device, chat.tokenizer
+    enc = [encode_chat(tok, c) for c in convs]  # (ids, role of every token): both loss masks come from one encoding
+    ex = [(i, role_loss_mask(tok, i, r, train_roles)) for i, r in enc]
     width = min(cfg.max_len, max(len(e[0]) for e in ex))
     ids = _pad([e[0] for e in ex], chat.pad_id, width).to(dev)
     att = _pad([[1] * len(e[0]) for e in ex], 0, width).to(dev)
@@ -164,8 +165,8 @@ def grpo_update(chat: HFChatModel, opt: torch.optim.Optimizer, convs: Sequence[S
     n_tok = lmask.sum().clamp(min=1).float()
     amask = None
     if cfg.aux_coef > 0:  # the LM loss on other roles' turns, e.g. the teacher's, given the conversation before them
-        aux = sft_examples(chat.tokenizer, convs, cfg.aux_roles)
-        amask = (_pad([e[1] for e in aux], 0, width).to(dev) * att)[:, 1:].float()
+        aux = [role_loss_mask(tok, i, r, cfg.aux_roles) for i, r in enc]
+        amask = (_pad(aux, 0, width).to(dev) * att)[:, 1:].float()
         n_aux = amask.sum().clamp(min=1)
     chunks = [slice(i, i + cfg.minibatch) for i in range(0, len(ex), cfg.minibatch)]
     with torch.no_grad():

@@ -11,15 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...core.didactic import BaseConfig, MethodConfig, make_tasks, play
-from ...core.dialogue import Episode, repeat_counts, success_by_turn
+from ...core.dialogue import ENV_FAMILIES, Episode, repeat_counts, success_by_turn  # ENV_FAMILIES: maze, puzzle
 from .train import MODELS, load_model
 
 # %% auto #0
-__all__ = ['TEACHER_FAMILIES', 'ENV_FAMILIES', 'TRANSFER_MODELS', 'EvalConfig', 'model_stats', 'gap_seed', 'transfer_seed']
+__all__ = ['TEACHER_FAMILIES', 'TRANSFER_MODELS', 'EvalConfig', 'model_stats', 'gap_seed', 'transfer_seed']
 
 # %% ../../../../nbs/papers/rl2f/30_gap_transfer.ipynb #6857a44f
 TEACHER_FAMILIES = ["code", "maze", "puzzle"]  # held-out domains, played with the scripted teacher
-ENV_FAMILIES = ["maze", "puzzle"]  # played with the environment's feedback only
 TRANSFER_MODELS = ["base", "rl2f", "single_turn_rl"]
 
 @dataclass(frozen=True)

@@ -33,8 +33,9 @@ def self_correction_seed(b: BaseConfig, m: MethodConfig, c: SelfCorrectionConfig
     "Success by attempt of every (model, teacher) condition of one seed, and how often a self-critique stated the answer."
     tasks = make_tasks("math", c.n_eval, b.seed, "eval", b.levels("math"))
     out = dict(curves={}, states_answer={})
+    models = {name: load_model(name, b, m, c.n_train) for name in dict(CONDITIONS)}  # each loaded once
     for name, teacher in CONDITIONS:
-        chat = load_model(name, b, m, c.n_train)
+        chat = models[name]
         t = SelfTeacher(chat, c.critique_tokens, b.temperature) if teacher == "self" else teacher
         eps = play(chat, tasks, t, c.attempts, b.temperature, seed=b.seed)
         out["curves"][(name, teacher)] = success_by_turn(eps, c.attempts)

@@ -7,7 +7,7 @@ base. Every model is a cached stage shared with the sml paper wherever the setti
 # %% ../../../../nbs/papers/rl2f/10_train.ipynb #57cea102
 from __future__ import annotations
 
-from ...core.didactic import BaseConfig, MethodConfig, base_model, trained_model
+from ...core.didactic import BaseConfig, MethodConfig, named_model
 from ...core.lm import HFChatModel
 
 # %% auto #0
@@ -21,9 +21,4 @@ TRAIN_DOMAIN = "math"  # every method trains on math only; other domains are hel
 
 def load_model(name: str, b: BaseConfig, m: MethodConfig, n_train: int, big_size: str | None = None) -> HFChatModel:
     "A cached model of the experiment by its name here (base, big_base, rl2f, single_turn_rl, self_critique)."
-    if name == "base": return base_model(b)[0]
-    if name == "big_base":
-        if big_size is None: raise ValueError("big_base needs big_size")
-        return base_model(b, big=big_size)[0]
-    if name not in TRAINED: raise KeyError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
-    return trained_model(TRAINED[name], TRAIN_DOMAIN, n_train, b, m)[0]
+    return named_model(name, TRAINED, TRAIN_DOMAIN, n_train, b, m, big_size)

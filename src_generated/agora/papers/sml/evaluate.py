@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ...core.didactic import BaseConfig, MethodConfig, base_model, make_tasks, play, trained_model, worked_answer
+from ...core.didactic import BaseConfig, MethodConfig, make_tasks, named_model, play, worked_answer
 from ...core.dialogue import Episode, success_by_turn
 from ...core.lm import HFChatModel
 from .methods import METHOD_IDS
@@ -53,22 +53,19 @@ class EvalConfig:
 
 def load_model(name: str, b: BaseConfig, m: MethodConfig, ev: EvalConfig) -> HFChatModel:
     "A cached model of the experiment by its name in the paper (base, big_base, offline_sml, ...)."
-    if name == "big_base": return base_model(b, big=ev.big_size)[0]
-    if name == "base": return base_model(b)[0]
-    return trained_model(METHOD_IDS[name], "math", ev.n_train, b, m)[0]
+    return named_model(name, METHOD_IDS, "math", ev.n_train, b, m, ev.big_size)
 
 def evaluate_seed(b: BaseConfig, m: MethodConfig, ev: EvalConfig) -> dict:
     "Success by turn, feedback controls and answer loss of every model of one seed."
     tasks = make_tasks("math", ev.n_eval, b.seed, "eval", b.levels("math"))
     out = dict(curves={}, controls={}, aloss={})
-    names = [n for n in MODELS if n != "big_base" or ev.big_size]
-    for n in names:
-        chat = load_model(n, b, m, ev)
+    models = {n: load_model(n, b, m, ev) for n in MODELS if n != "big_base" or ev.big_size}  # each loaded once
+    for n, chat in models.items():
         eps = play(chat, tasks, "scripted", ev.eval_turns, b.temperature, seed=b.seed)
         out["curves"][n] = success_by_turn(eps, ev.eval_turns)
         if n == "base": base_eps = eps
     for n in ("base", "online_sml"):
-        chat = load_model(n, b, m, ev)
+        chat = models[n]
         for t in ("scripted", "retry", "shuffled"):
             eps = play(chat, tasks, t, ev.train_turns, b.temperature, seed=b.seed)
             out["controls"][(n, t)] = success_by_turn(eps, ev.train_turns)[-1]
@@ -76,7 +73,7 @@ def evaluate_seed(b: BaseConfig, m: MethodConfig, ev: EvalConfig) -> dict:
     pre = [(feedback_prefixes(e, ev.k_max), worked_answer(by_uid[e.uid])) for e in base_eps]
     pre = [(p, a) for p, a in pre if p is not None]
     for n in ("base", "offline_sml", "online_sml"):
-        out["aloss"][n] = (answer_loss_by_turn(load_model(n, b, m, ev), [p for p, _ in pre], [a for _, a in pre])
+        out["aloss"][n] = (answer_loss_by_turn(models[n], [p for p, _ in pre], [a for _, a in pre])
                            if pre else np.full(ev.k_max + 1, np.nan))
     out["n_prefixes"] = len(pre)
     return out

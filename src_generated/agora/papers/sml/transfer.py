@@ -7,8 +7,9 @@ simulated user, SML students solve more, answer prematurely less and ask more. F
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
-from ...core.didactic import BaseConfig, MethodConfig, make_tasks, play, trained_model
+from ...core.didactic import BaseConfig, MethodConfig, make_tasks, named_model, play
 from ...core.dialogue import premature_answer_rate, success_by_turn, turn_kind_rate
 from .methods import METHOD_IDS
 
@@ -26,7 +27,8 @@ class TransferConfig:
 def transfer_sharded_seed(b: BaseConfig, m: MethodConfig, c: TransferConfig) -> dict:
     "One seed: online SML (trained on each domain) minus base by turn `train_turns`; sharded success and turn kinds."
     evals = {ev: make_tasks(ev, c.n_eval, b.seed, "eval", b.levels(ev)) for ev in DOMAINS}
-    def model(name, dom): return trained_model(METHOD_IDS.get(name, name), dom, c.n_train, b, m)[0]
+    @cache  # each model is loaded once
+    def model(name, dom): return named_model(name, METHOD_IDS, dom, c.n_train, b, m)
     def success(chat, ts): return success_by_turn(play(chat, ts, "scripted", c.train_turns, b.temperature,
                                                        seed=b.seed), c.train_turns)[-1]
     base = model("base", "math")
