@@ -78,6 +78,7 @@ class BaseConfig:
     batch_size: int = 32  # sequences per step
     group_by_length: int = 1  # > 1: batches regrouped by length (less padding, but slower learning per step here)
     lr: float = 3e-3  # peak learning rate
+    warmup: int = 20  # linear warm-up steps (then one cosine decay over `max_steps`)
     chunk_steps: int = 50  # steps between accuracy checks
     max_steps: int = 200  # training steps
     target_acc: float = 2.0  # stop once every target domain reaches this turn-1 accuracy (> 1: never)
@@ -105,18 +106,19 @@ def pretrain_base(cfg: BaseConfig, progress: bool = False) -> tuple[TinyLM, dict
     val = {d: make_tasks(d, cfg.n_val, cfg.seed, "val", cfg.levels(d)) for d in cfg.domains}
     corpus = [m["content"] for t in data for m in single_turn(t)]
     lm = TinyLM.create(SIZES[cfg.size], build_tokenizer(corpus, cfg.vocab_size), seed=cfg.seed, max_len=1024)
-    convs, steps, log, t0 = [single_turn(t) for t in data], 0, [], time.time()
-    while steps < cfg.max_steps:
-        n = min(cfg.chunk_steps, cfg.max_steps - steps)
-        masked_sft(lm, convs, TrainConfig(steps=n, batch_size=cfg.batch_size, lr=cfg.lr, warmup=min(10, n),
-                                          seed=derive_seed(cfg.seed, "pretrain", steps),
-                                          group_by_length=cfg.group_by_length), backend="loop")
-        steps += n
-        acc = {d: turn1_accuracy(lm, v, cfg.temperature, seed=steps) for d, v in val.items()}
-        log.append(dict(steps=steps, seconds=round(time.time() - t0, 1), **acc))
+    log, t0 = [], time.time()
+
+    def check(step: int) -> bool:
+        if step % cfg.chunk_steps and step < cfg.max_steps: return False
+        acc = {d: turn1_accuracy(lm, v, cfg.temperature, seed=step) for d, v in val.items()}
+        log.append(dict(steps=step, seconds=round(time.time() - t0, 1), **acc))
         if progress: print(log[-1])
-        if min(acc[d] for d in cfg.target_domains) >= cfg.target_acc: break
-    return lm, dict(steps=steps, n_params=lm.n_params, log=log)
+        return min(acc[d] for d in cfg.target_domains) >= cfg.target_acc
+
+    masked_sft(lm, [single_turn(t) for t in data], backend="loop", callback=check,
+               cfg=TrainConfig(steps=cfg.max_steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup,
+                               seed=derive_seed(cfg.seed, "pretrain"), group_by_length=cfg.group_by_length))
+    return lm, dict(steps=log[-1]["steps"], n_params=lm.n_params, log=log)
 
 # %% ../../../nbs/core/17_didactic.ipynb #240a03ad
 @dataclass(frozen=True)

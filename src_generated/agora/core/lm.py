@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -378,7 +378,9 @@ def _batches(lengths: np.ndarray, cfg: TrainConfig, rng: np.random.Generator):
         yield from (groups[j] for j in (rng.permutation(k) if k > 1 else range(k)))
 
 def train_lm(model: PreTrainedModel, examples: Sequence[LMExample], cfg: TrainConfig, pad_id: int = 0,
-             progress: bool = False) -> list[float]:
+             progress: bool = False,
+             callback: Callable[[int], bool] | None = None,  # called (model in eval mode) after each step; True stops
+             ) -> list[float]:
     "Train `model` on `examples` (ids, loss mask) with masked next-token loss; returns the loss of every step."
     if not examples: raise ValueError("no training examples")
     rng = np.random.default_rng(derive_seed(cfg.seed, "train_lm"))
@@ -388,7 +390,7 @@ def train_lm(model: PreTrainedModel, examples: Sequence[LMExample], cfg: TrainCo
     model.train()
     losses = []
     batches = _batches(np.array([len(e[0]) for e in examples]), cfg, rng)
-    for _ in tqdm(range(cfg.steps), disable=not progress, desc="train"):
+    for step in tqdm(range(cfg.steps), disable=not progress, desc="train"):
         batch = [examples[i] for i in next(batches)]
         width = min(cfg.max_len, max(len(e[0]) for e in batch))
         ids, att = _pad_right([e[0] for e in batch], pad_id, width)
@@ -399,5 +401,9 @@ def train_lm(model: PreTrainedModel, examples: Sequence[LMExample], cfg: TrainCo
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step(); sched.step()
         losses.append(loss.item())
+        if callback is not None:
+            model.eval()
+            if callback(step + 1): break
+            model.train()
     model.eval()
     return losses

@@ -63,13 +63,16 @@ def _sft_trl(chat: HFChatModel, examples: Sequence[LMExample], cfg: TrainConfig)
 def masked_sft(chat: HFChatModel, conversations: Sequence[Sequence[Message]], cfg: TrainConfig,
                train_roles: Sequence[str] = ("student",),
                backend: str = "trl",  # "trl" (SFTTrainer) or "loop" (agora.core.lm.train_lm)
-               progress: bool = False) -> list[float]:
+               progress: bool = False,
+               callback: Callable[[int], bool] | None = None,  # "loop" only: see `agora.core.lm.train_lm`
+               ) -> list[float]:
     "Finetune `chat` in place on `conversations`, loss on `train_roles`' tokens only; the loss of every step."
     if backend not in ("trl", "loop"): raise ValueError(f"backend must be 'trl' or 'loop', got {backend!r}")
+    if callback is not None and backend != "loop": raise ValueError("a step callback needs backend='loop'")
     examples = sft_examples(chat.tokenizer, conversations, train_roles)
     if not examples: raise ValueError("no conversations to train on")
     if backend == "trl": return _sft_trl(chat, examples, cfg)
-    return train_lm(chat.model, examples, cfg, pad_id=chat.pad_id, progress=progress)
+    return train_lm(chat.model, examples, cfg, pad_id=chat.pad_id, progress=progress, callback=callback)
 
 # %% ../../../nbs/core/16_trainers.ipynb #b12887ee
 def group_advantages(rewards: Sequence[float], group_size: int, scale_std: bool = True,
