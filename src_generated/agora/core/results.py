@@ -46,10 +46,11 @@ def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float
     return p, max(0.0, c - h), min(1.0, c + h)
 
 def rate_ci(values: Iterable[float], n_trials: int, level: float = 0.95) -> tuple[float, float, float]:
-    "Mean and CI of a per-seed success rate: t over seeds, or for a single seed Wilson over its `n_trials` problems."
+    "Mean and CI of a per-seed success rate: t over seeds (kept inside [0, 1]), or for one seed Wilson over `n_trials`."
     v = [float(x) for x in values]
     if len(v) == 1: return wilson_ci(round(v[0] * n_trials), n_trials, level)
-    return mean_ci(v, level)
+    m, lo, hi = mean_ci(v, level)
+    return m, max(lo, 0.0), min(hi, 1.0)
 
 def summarize(values: Iterable[float] | float) -> dict:
     "A metric entry: per-seed `values`, `n`, `mean` and `ci95`."
