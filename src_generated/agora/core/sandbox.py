@@ -118,7 +118,8 @@ def clean_up(pid):
                 try: os.kill(p, 9)
                 except OSError: pass
             reap()
-        for _ in range(200):  # orphans' zombies are reaped by the namespace's init: wait until they are gone
+        for _ in range(200):  # orphans' zombies are reaped by the namespace's init, our killed child by us
+            reap()
             if not others(zombies=True): break
             time.sleep(0.005)
     else:
