@@ -473,6 +473,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'agora.core.tasks.Family.notes': ('core/tasks.html#family.notes', 'agora/core/tasks.py'),
                                   'agora.core.tasks.Family.perturb': ('core/tasks.html#family.perturb', 'agora/core/tasks.py'),
                                   'agora.core.tasks.Family.sample': ('core/tasks.html#family.sample', 'agora/core/tasks.py'),
+                                  'agora.core.tasks.Family.score_feedback': ( 'core/tasks.html#family.score_feedback',
+                                                                              'agora/core/tasks.py'),
                                   'agora.core.tasks.Family.solve_shards': ('core/tasks.html#family.solve_shards', 'agora/core/tasks.py'),
                                   'agora.core.tasks.Family.verify': ('core/tasks.html#family.verify', 'agora/core/tasks.py'),
                                   'agora.core.tasks.Mastermind': ('core/tasks.html#mastermind', 'agora/core/tasks.py'),

@@ -213,8 +213,7 @@ def env_feedback(task: Task, answer_text: str) -> str:
     "What the environment reveals about an attempt: where a maze walk hits a wall or ends; a Mastermind score."
     if task.family not in ENV_FAMILIES:
         raise ValueError(f"family {task.family!r} has no environment feedback; choose from {', '.join(ENV_FAMILIES)}")
-    # the puzzle's teacher feedback adds a check against the given clues; the game itself only scores the guess
-    return FAMILIES["puzzle"].score_feedback(task, answer_text) if task.family == "puzzle" else task.feedback(answer_text)
+    return FAMILIES[task.family].score_feedback(task, answer_text)  # e.g. the puzzle's score, without the clue check
 
 class EnvTeacher(Teacher):
     "No teacher: only the environment's own signal on each attempt, and no hints for questions."

@@ -131,6 +131,10 @@ class Family:
     def feedback(self, task: Task, answer_text: str) -> str:
         raise NotImplementedError
 
+    def score_feedback(self, task: Task, answer_text: str) -> str:
+        "What the environment itself says about an attempt (overridden where `feedback` adds a teacher's reasoning)."
+        return self.feedback(task, answer_text)
+
     def hint(self, task: Task, answer_text: str) -> str:
         "Answer to a student's question about its attempt (default: the feedback on it)."
         return self.feedback(task, answer_text) if answer_text else GENERIC_FEEDBACK

@@ -152,6 +152,8 @@ def grpo_update(chat: HFChatModel, opt: torch.optim.Optimizer, convs: Sequence[S
                 stats: dict | None = None,  # filled with `aux_nll`, the auxiliary loss per token, if cfg.aux_coef > 0
                 ) -> float:
     "One GRPO update (`cfg.ppo_epochs` passes) on conversations with their advantages (+ aux LM loss); the mean loss."
+    if cfg.loss_norm not in ("token", "sequence"):
+        raise ValueError(f"loss_norm must be 'token' or 'sequence', got {cfg.loss_norm!r}")
     model, dev, tok = chat.model, chat.device, chat.tokenizer
     enc = [encode_chat(tok, c) for c in convs]  # (ids, role of every token): both loss masks come from one encoding
     ex = [(i, role_loss_mask(tok, i, r, train_roles)) for i, r in enc]
@@ -161,8 +163,6 @@ def grpo_update(chat: HFChatModel, opt: torch.optim.Optimizer, convs: Sequence[S
     lmask = (_pad([e[1] for e in ex], 0, width).to(dev) * att)[:, 1:]
     if rl_keep is not None: lmask = lmask * torch.tensor([int(k) for k in rl_keep], dtype=torch.long, device=dev)[:, None]
     adv = torch.tensor(advantages, dtype=torch.float32, device=dev)
-    if cfg.loss_norm not in ("token", "sequence"):
-        raise ValueError(f"loss_norm must be 'token' or 'sequence', got {cfg.loss_norm!r}")
     if cfg.loss_norm == "sequence":  # each conversation's tokens weigh 1/its length: every conversation counts once
         lmask = lmask.float() / lmask.sum(1, keepdim=True).clamp(min=1)
     n_tok = lmask.sum().clamp(min=1).float()
