@@ -41,7 +41,7 @@ def gap_seed(b: BaseConfig, m: MethodConfig, ev: EvalConfig) -> dict:
     for n in MODELS:
         if n == "big_base" and ev.big_size is None: continue
         eps = play(load_model(n, b, m, ev.n_train, ev.big_size), tasks, "scripted", ev.eval_turns, b.temperature,
-                   seed=b.seed)
+                   m.max_new_tokens, seed=b.seed)
         out[n] = model_stats(eps, ev.eval_turns)
     return out
 
@@ -53,6 +53,6 @@ def transfer_seed(b: BaseConfig, m: MethodConfig, ev: EvalConfig) -> dict:
         chat = load_model(n, b, m, ev.n_train)
         for cond, fams in (("scripted", TEACHER_FAMILIES), ("env", ENV_FAMILIES)):
             for f in fams:
-                eps = play(chat, evals[f], cond, ev.transfer_turns, b.temperature, seed=b.seed)
+                eps = play(chat, evals[f], cond, ev.transfer_turns, b.temperature, m.max_new_tokens, seed=b.seed)
                 out[(cond, f, n)] = model_stats(eps, ev.transfer_turns)
     return out

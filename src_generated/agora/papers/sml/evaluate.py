@@ -61,13 +61,13 @@ def evaluate_seed(b: BaseConfig, m: MethodConfig, ev: EvalConfig) -> dict:
     out = dict(curves={}, controls={}, aloss={})
     models = {n: load_model(n, b, m, ev) for n in MODELS if n != "big_base" or ev.big_size}  # each loaded once
     for n, chat in models.items():
-        eps = play(chat, tasks, "scripted", ev.eval_turns, b.temperature, seed=b.seed)
+        eps = play(chat, tasks, "scripted", ev.eval_turns, b.temperature, m.max_new_tokens, seed=b.seed)
         out["curves"][n] = success_by_turn(eps, ev.eval_turns)
         if n == "base": base_eps = eps
     for n in ("base", "online_sml"):
         chat = models[n]
         for t in ("scripted", "retry", "shuffled"):
-            eps = play(chat, tasks, t, ev.train_turns, b.temperature, seed=b.seed)
+            eps = play(chat, tasks, t, ev.train_turns, b.temperature, m.max_new_tokens, seed=b.seed)
             out["controls"][(n, t)] = success_by_turn(eps, ev.train_turns)[-1]
     by_uid = {t.uid: t for t in tasks}
     pre = [(feedback_prefixes(e, ev.k_max), worked_answer(by_uid[e.uid])) for e in base_eps]

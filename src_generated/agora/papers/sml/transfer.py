@@ -30,7 +30,7 @@ def transfer_sharded_seed(b: BaseConfig, m: MethodConfig, c: TransferConfig) -> 
     @cache  # each model is loaded once
     def model(name, dom): return named_model(name, METHOD_IDS, dom, c.n_train, b, m)
     def success(chat, ts): return success_by_turn(play(chat, ts, "scripted", c.train_turns, b.temperature,
-                                                       seed=b.seed), c.train_turns)[-1]
+                                                       m.max_new_tokens, seed=b.seed), c.train_turns)[-1]
     base = model("base", "math")
     base_succ = {ev: success(base, ts) for ev, ts in evals.items()}
     transfer = {(tr, ev): success(model("online_sml", tr), ts) - base_succ[ev]
@@ -39,7 +39,8 @@ def transfer_sharded_seed(b: BaseConfig, m: MethodConfig, c: TransferConfig) -> 
     for n in SHARDED_MODELS:
         chat = model(n, "math")
         for ev, ts in evals.items():
-            eps = play(chat, ts, max_turns=c.sharded_turns, temperature=b.temperature, seed=b.seed, sharded=True)
+            eps = play(chat, ts, max_turns=c.sharded_turns, temperature=b.temperature, max_new_tokens=m.max_new_tokens,
+                       seed=b.seed, sharded=True)
             sharded[(n, ev, "success")] = success_by_turn(eps, c.sharded_turns)[-1]
             sharded[(n, ev, "premature")] = premature_answer_rate(eps)
             sharded[(n, ev, "question")] = turn_kind_rate(eps, "question")
