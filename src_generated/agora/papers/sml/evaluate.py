@@ -17,8 +17,7 @@ from ...core.lm import HFChatModel
 from .methods import METHOD_IDS
 
 # %% auto #0
-__all__ = ['MODELS', 'CONTROL_MODELS', 'CONTROLS', 'ALOSS_MODELS', 'feedback_prefixes', 'answer_loss_by_turn', 'EvalConfig',
-           'load_model', 'seed_models', 'evaluate_model', 'merge_parts', 'evaluate_seed']
+__all__ = ['MODELS', 'feedback_prefixes', 'answer_loss_by_turn', 'EvalConfig', 'load_model', 'evaluate_seed']
 
 # %% ../../../../nbs/papers/sml/30_eval.ipynb #6c7d3b0b
 def feedback_prefixes(ep: Episode, k_max: int) -> list[list[dict]] | None:
@@ -56,45 +55,25 @@ def load_model(name: str, b: BaseConfig, m: MethodConfig, ev: EvalConfig) -> HFC
     "A cached model of the experiment by its name in the paper (base, big_base, offline_sml, ...)."
     return named_model(name, METHOD_IDS, "math", ev.n_train, b, m, ev.big_size)
 
-CONTROL_MODELS = ("base", "online_sml")  # models also played with each feedback control
-CONTROLS = ("scripted", "retry", "shuffled")  # informative, retry-only and shuffled feedback
-ALOSS_MODELS = ("base", "offline_sml", "online_sml")  # models whose answer loss is scored
-
-def seed_models(ev: EvalConfig) -> list[str]:
-    "The models one seed evaluates (the bigger reference only with `ev.big_size`)."
-    return [n for n in MODELS if n != "big_base" or ev.big_size]
-
-def evaluate_model(b: BaseConfig, m: MethodConfig, ev: EvalConfig, name: str) -> dict:
-    "One model's share of a seed's evaluation: its success curve, its feedback controls, and (base) the answer loss."
-    if name not in MODELS: raise KeyError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
-    tasks = make_tasks("math", ev.n_eval, b.seed, "eval", b.levels("math"))
-    chat = load_model(name, b, m, ev)
-    out = dict(curves={}, controls={}, aloss={})
-    eps = play(chat, tasks, "scripted", ev.eval_turns, b.temperature, m.max_new_tokens, seed=b.seed)
-    out["curves"][name] = success_by_turn(eps, ev.eval_turns)
-    if name in CONTROL_MODELS:
-        for t in CONTROLS:
-            ctl = play(chat, tasks, t, ev.train_turns, b.temperature, m.max_new_tokens, seed=b.seed)
-            out["controls"][(name, t)] = success_by_turn(ctl, ev.train_turns)[-1]
-    if name == "base":  # the prefixes come from the base student's own unsolved dialogues
-        by_uid = {t.uid: t for t in tasks}
-        pre = [(feedback_prefixes(e, ev.k_max), worked_answer(by_uid[e.uid])) for e in eps]
-        pre = [(p, a) for p, a in pre if p is not None]
-        for n in ALOSS_MODELS:
-            out["aloss"][n] = (answer_loss_by_turn(chat if n == name else load_model(n, b, m, ev),
-                                                   [p for p, _ in pre], [a for _, a in pre])
-                               if pre else np.full(ev.k_max + 1, np.nan))
-        out["n_prefixes"] = len(pre)
-    return out
-
-def merge_parts(parts: Sequence[dict]) -> dict:
-    "The `evaluate_model` results of one seed's models as one result (what `evaluate_seed` returns)."
-    out = dict(curves={}, controls={}, aloss={})
-    for p in parts:
-        for k in ("curves", "controls", "aloss"): out[k].update(p[k])
-        if "n_prefixes" in p: out["n_prefixes"] = p["n_prefixes"]
-    return out
-
 def evaluate_seed(b: BaseConfig, m: MethodConfig, ev: EvalConfig) -> dict:
     "Success by turn, feedback controls and answer loss of every model of one seed."
-    return merge_parts([evaluate_model(b, m, ev, n) for n in seed_models(ev)])
+    tasks = make_tasks("math", ev.n_eval, b.seed, "eval", b.levels("math"))
+    out = dict(curves={}, controls={}, aloss={})
+    models = {n: load_model(n, b, m, ev) for n in MODELS if n != "big_base" or ev.big_size}  # each loaded once
+    for n, chat in models.items():
+        eps = play(chat, tasks, "scripted", ev.eval_turns, b.temperature, m.max_new_tokens, seed=b.seed)
+        out["curves"][n] = success_by_turn(eps, ev.eval_turns)
+        if n == "base": base_eps = eps
+    for n in ("base", "online_sml"):
+        chat = models[n]
+        for t in ("scripted", "retry", "shuffled"):
+            eps = play(chat, tasks, t, ev.train_turns, b.temperature, m.max_new_tokens, seed=b.seed)
+            out["controls"][(n, t)] = success_by_turn(eps, ev.train_turns)[-1]
+    by_uid = {t.uid: t for t in tasks}
+    pre = [(feedback_prefixes(e, ev.k_max), worked_answer(by_uid[e.uid])) for e in base_eps]
+    pre = [(p, a) for p, a in pre if p is not None]
+    for n in ("base", "offline_sml", "online_sml"):
+        out["aloss"][n] = (answer_loss_by_turn(models[n], [p for p, _ in pre], [a for _, a in pre])
+                           if pre else np.full(ev.k_max + 1, np.nan))
+    out["n_prefixes"] = len(pre)
+    return out
