@@ -130,9 +130,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, code: int, obj: dict) -> None:
         data = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json"); self.send_header("Content-Length", str(len(data)))
-        self.end_headers(); self.wfile.write(data)
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json"); self.send_header("Content-Length", str(len(data)))
+            self.end_headers(); self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError): pass  # the client gave up (e.g. its timeout): nobody to answer
 
     def do_GET(self):
         if self.path.rstrip("/") == "/v1/models":
@@ -154,7 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, out)
 
 class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
+    daemon_threads = False  # server_close() joins the request threads: no model call outlives the server
 
 class ChatServer:
     "An OpenAI-compatible chat-completions server for a local model, on a loopback port (a context manager)."
@@ -213,7 +215,7 @@ class ChatServer:
         return self
 
     def stop(self) -> None:
-        "Stop serving and close the socket."
+        "Stop serving, let the requests in flight finish, and close the socket."
         self.httpd.shutdown(); self.httpd.server_close()
 
     def __enter__(self) -> ChatServer: return self.start()
