@@ -58,7 +58,10 @@ L, ME, WORK, OUT = job["limits"], os.getpid(), os.getcwd(), job["out_dir"]
 os.makedirs(OUT, exist_ok=True)
 
 def setlim(name, v):
-    try: resource.setrlimit(getattr(resource, name), (v, v))
+    # CPU: the soft limit sends SIGXCPU (reported as a timeout), the hard one a second later SIGKILL; with both equal
+    # the kernel sends SIGKILL at once, which raced the wall-clock check and was reported as "killed"
+    hard = v + 1 if name == "RLIMIT_CPU" else v
+    try: resource.setrlimit(getattr(resource, name), (v, hard))
     except (ValueError, OSError): pass
 
 def child(i, prog, w):
