@@ -57,19 +57,19 @@ MARK = job.pop("marker").encode()
 L, ME, WORK, OUT = job["limits"], os.getpid(), os.getcwd(), job["out_dir"]
 os.makedirs(OUT, exist_ok=True)
 
-def setlim(name, v):
-    # CPU: the soft limit sends SIGXCPU (reported as a timeout), the hard one a second later SIGKILL; with both equal
-    # the kernel sends SIGKILL at once, which raced the wall-clock check and was reported as "killed"
-    hard = v + 1 if name == "RLIMIT_CPU" else v
-    try: resource.setrlimit(getattr(resource, name), (v, hard))
+def setlim(name, soft, hard=None):
+    try: resource.setrlimit(getattr(resource, name), (soft, soft if hard is None else hard))
     except (ValueError, OSError): pass
 
 def child(i, prog, w):
     for fd, name in ((1, "o"), (2, "e")):
         f = os.open(os.path.join(OUT, name + str(i)), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(f, fd); os.close(f)
-    for name, v in (("RLIMIT_CPU", L["cpu_s"]), ("RLIMIT_AS", L["memory_b"]), ("RLIMIT_NPROC", L["nproc"]),
-                    ("RLIMIT_FSIZE", L["fsize_b"]), ("RLIMIT_NOFILE", L["nofile"]), ("RLIMIT_CORE", 0)):
+    # CPU: the soft limit sends SIGXCPU (reported as a timeout), the hard one a second later SIGKILL; with both equal
+    # the kernel sends SIGKILL at once, which raced the wall-clock check and was reported as "killed"
+    setlim("RLIMIT_CPU", L["cpu_s"], L["cpu_s"] + 1)
+    for name, v in (("RLIMIT_AS", L["memory_b"]), ("RLIMIT_NPROC", L["nproc"]), ("RLIMIT_FSIZE", L["fsize_b"]),
+                    ("RLIMIT_NOFILE", L["nofile"]), ("RLIMIT_CORE", 0)):
         setlim(name, v)
     def report(kind, value):
         try:
