@@ -153,6 +153,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'agora.core.didactic.dialogue_config': ( 'core/didactic.html#dialogue_config',
                                                                               'agora/core/didactic.py'),
                                      'agora.core.didactic.dialogue_sft': ('core/didactic.html#dialogue_sft', 'agora/core/didactic.py'),
+                                     'agora.core.didactic.eval_play': ('core/didactic.html#eval_play', 'agora/core/didactic.py'),
                                      'agora.core.didactic.grpo_config': ('core/didactic.html#grpo_config', 'agora/core/didactic.py'),
                                      'agora.core.didactic.make_tasks': ('core/didactic.html#make_tasks', 'agora/core/didactic.py'),
                                      'agora.core.didactic.make_teacher': ('core/didactic.html#make_teacher', 'agora/core/didactic.py'),

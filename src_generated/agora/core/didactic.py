@@ -34,7 +34,7 @@ __all__ = ['DOMAINS', 'SIZES', 'DIFFICULTIES', 'METHODS', 'CACHE_SLUG', 'TEACHER
            'single_turn', 'BaseConfig', 'turn1_accuracy', 'pretrain_base', 'MethodConfig', 'dialogue_config',
            'grpo_config', 'sft_stage', 'single_turn_sft', 'single_turn_rl', 'multi_turn_rl', 'collect_dialogues',
            'dialogue_sft', 'self_critique_rl', 'register_method', 'base_model', 'train_tasks', 'trained_model',
-           'named_model', 'parallel_calls', 'build_models', 'make_teacher', 'play']
+           'named_model', 'parallel_calls', 'build_models', 'make_teacher', 'play', 'eval_play']
 
 # %% ../../../nbs/core/17_didactic.ipynb #039e397f
 DOMAINS = {"math": ("arithmetic", "word_problems"), "code": ("code",), "maze": ("maze",), "puzzle": ("puzzle",)}
@@ -292,3 +292,9 @@ def play(chat: HFChatModel, tasks: Sequence[Task], teacher: str | Teacher = "scr
     cfg = DialogueConfig(max_turns=max_turns, max_new_tokens=max_new_tokens, temperature=temperature, sharded=sharded)
     t = None if sharded else (make_teacher(teacher, tasks, chat) if isinstance(teacher, str) else teacher)
     return DidacticEnv(chat, t, cfg).run(list(tasks), seed)
+
+def eval_play(chat: HFChatModel, tasks: Sequence[Task], teacher: str | Teacher | None, turns: int, base: BaseConfig,
+              cfg: MethodConfig) -> list[Episode]:
+    "`play` with `base`'s temperature and seed and `cfg`'s tokens per turn; teacher None plays the sharded user."
+    return play(chat, tasks, teacher or "scripted", turns, base.temperature, cfg.max_new_tokens, seed=base.seed,
+                sharded=teacher is None)

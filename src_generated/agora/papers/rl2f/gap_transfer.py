@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...core.didactic import BaseConfig, MethodConfig, make_tasks, play
+from ...core.didactic import BaseConfig, MethodConfig, eval_play, make_tasks
 from ...core.dialogue import ENV_FAMILIES, Episode, repeat_counts, success_by_turn  # ENV_FAMILIES: maze, puzzle
 from .train import MODELS, load_model
 
@@ -40,8 +40,7 @@ def gap_seed(b: BaseConfig, m: MethodConfig, ev: EvalConfig) -> dict:
     out = {}
     for n in MODELS:
         if n == "big_base" and ev.big_size is None: continue
-        eps = play(load_model(n, b, m, ev.n_train, ev.big_size), tasks, "scripted", ev.eval_turns, b.temperature,
-                   m.max_new_tokens, seed=b.seed)
+        eps = eval_play(load_model(n, b, m, ev.n_train, ev.big_size), tasks, "scripted", ev.eval_turns, b, m)
         out[n] = model_stats(eps, ev.eval_turns)
     return out
 
@@ -53,6 +52,6 @@ def transfer_seed(b: BaseConfig, m: MethodConfig, ev: EvalConfig) -> dict:
         chat = load_model(n, b, m, ev.n_train)
         for cond, fams in (("scripted", TEACHER_FAMILIES), ("env", ENV_FAMILIES)):
             for f in fams:
-                eps = play(chat, evals[f], cond, ev.transfer_turns, b.temperature, m.max_new_tokens, seed=b.seed)
+                eps = eval_play(chat, evals[f], cond, ev.transfer_turns, b, m)
                 out[(cond, f, n)] = model_stats(eps, ev.transfer_turns)
     return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...core.didactic import BaseConfig, MethodConfig, make_tasks, play
+from ...core.didactic import BaseConfig, MethodConfig, eval_play, make_tasks
 from ...core.dialogue import Episode, SelfTeacher, success_by_turn
 from ...core.tasks import leaks_solution
 from .train import load_model
@@ -37,7 +37,7 @@ def self_correction_seed(b: BaseConfig, m: MethodConfig, c: SelfCorrectionConfig
     for name, teacher in CONDITIONS:
         chat = models[name]
         t = SelfTeacher(chat, c.critique_tokens, b.temperature) if teacher == "self" else teacher
-        eps = play(chat, tasks, t, c.attempts, b.temperature, m.max_new_tokens, seed=b.seed)
+        eps = eval_play(chat, tasks, t, c.attempts, b, m)
         out["curves"][(name, teacher)] = success_by_turn(eps, c.attempts)
         if teacher == "self":  # self-critiques that state the correct answer (the model's own guess, not a leak)
             out["states_answer"][name] = states_answer_rate(eps)

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ...core.didactic import BaseConfig, MethodConfig, make_tasks, named_model, play, worked_answer
+from ...core.didactic import BaseConfig, MethodConfig, eval_play, make_tasks, named_model, worked_answer
 from ...core.dialogue import Episode, success_by_turn
 from ...core.lm import HFChatModel
 from .methods import METHOD_IDS
@@ -61,13 +61,13 @@ def evaluate_seed(b: BaseConfig, m: MethodConfig, ev: EvalConfig) -> dict:
     out = dict(curves={}, controls={}, aloss={})
     models = {n: load_model(n, b, m, ev) for n in MODELS if n != "big_base" or ev.big_size}  # each loaded once
     for n, chat in models.items():
-        eps = play(chat, tasks, "scripted", ev.eval_turns, b.temperature, m.max_new_tokens, seed=b.seed)
+        eps = eval_play(chat, tasks, "scripted", ev.eval_turns, b, m)
         out["curves"][n] = success_by_turn(eps, ev.eval_turns)
         if n == "base": base_eps = eps
     for n in ("base", "online_sml"):
         chat = models[n]
         for t in ("scripted", "retry", "shuffled"):
-            eps = play(chat, tasks, t, ev.train_turns, b.temperature, m.max_new_tokens, seed=b.seed)
+            eps = eval_play(chat, tasks, t, ev.train_turns, b, m)
             out["controls"][(n, t)] = success_by_turn(eps, ev.train_turns)[-1]
     by_uid = {t.uid: t for t in tasks}
     pre = [(feedback_prefixes(e, ev.k_max), worked_answer(by_uid[e.uid])) for e in base_eps]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from ...core.didactic import BaseConfig, MethodConfig, make_tasks, named_model, play
+from ...core.didactic import BaseConfig, MethodConfig, eval_play, make_tasks, named_model
 from ...core.dialogue import premature_answer_rate, success_by_turn, turn_kind_rate
 from .methods import METHOD_IDS
 
@@ -29,8 +29,8 @@ def transfer_sharded_seed(b: BaseConfig, m: MethodConfig, c: TransferConfig) -> 
     evals = {ev: make_tasks(ev, c.n_eval, b.seed, "eval", b.levels(ev)) for ev in DOMAINS}
     @cache  # each model is loaded once
     def model(name, dom): return named_model(name, METHOD_IDS, dom, c.n_train, b, m)
-    def success(chat, ts): return success_by_turn(play(chat, ts, "scripted", c.train_turns, b.temperature,
-                                                       m.max_new_tokens, seed=b.seed), c.train_turns)[-1]
+    def success(chat, ts):
+        return success_by_turn(eval_play(chat, ts, "scripted", c.train_turns, b, m), c.train_turns)[-1]
     base = model("base", "math")
     base_succ = {ev: success(base, ts) for ev, ts in evals.items()}
     transfer = {(tr, ev): success(model("online_sml", tr), ts) - base_succ[ev]
@@ -39,8 +39,7 @@ def transfer_sharded_seed(b: BaseConfig, m: MethodConfig, c: TransferConfig) -> 
     for n in SHARDED_MODELS:
         chat = model(n, "math")
         for ev, ts in evals.items():
-            eps = play(chat, ts, max_turns=c.sharded_turns, temperature=b.temperature, max_new_tokens=m.max_new_tokens,
-                       seed=b.seed, sharded=True)
+            eps = eval_play(chat, ts, None, c.sharded_turns, b, m)  # the simulated user, no teacher
             sharded[(n, ev, "success")] = success_by_turn(eps, c.sharded_turns)[-1]
             sharded[(n, ev, "premature")] = premature_answer_rate(eps)
             sharded[(n, ev, "question")] = turn_kind_rate(eps, "question")
