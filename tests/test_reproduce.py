@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from conftest import add_paper, agora
@@ -80,6 +81,14 @@ def test_parallel_papers(toy_repo):
     assert r.returncode == 0, r.stdout + r.stderr
     assert sorted(l.split()[0] for l in r.stdout.splitlines() if l.startswith("toy")) == \
         ["toy/00_data", "toy/90_figures", "toy2/00_data", "toy2/90_figures"]
+
+
+def test_reproduce_in_process_leaves_the_environment_alone(toy_repo):
+    from agora.core.reproduce import reproduce
+    before = dict(os.environ)
+    runs = reproduce(["toy"], "smoke", root=toy_repo, progress=False)
+    assert [(r.notebook, r.status) for r in runs] == [("00_data", "ok"), ("90_figures", "ok")]
+    assert dict(os.environ) == before  # no JUPYTER_PATH, AGORA_ROOT, MPLBACKEND left behind
 
 
 def test_bad_input_exits_2_and_writes_nothing(toy_repo):

@@ -13,6 +13,7 @@ import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,7 +23,7 @@ from .paths import check_profile, find_root, run_dir, runs_dir
 from .profiles import InputError, resolve_parameters
 
 # %% auto #0
-__all__ = ['NotebookJob', 'plan', 'notebook_fingerprint', 'code_fingerprint', 'job_keys', 'NotebookRun', 'kernel_env',
+__all__ = ['NotebookJob', 'plan', 'notebook_fingerprint', 'code_fingerprint', 'job_keys', 'NotebookRun', 'kernel_env', 'environ',
            'run_notebook', 'run_paper', 'reproduce', 'summary_table']
 
 # %% ../../../nbs/core/07_reproduce.ipynb #25c71355
@@ -102,6 +103,17 @@ def kernel_env(root: Path, threads: int | None = None) -> dict[str, str]:
     if threads: env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     return env
 
+@contextmanager
+def environ(values: dict[str, str]):
+    "`os.environ` with `values` set inside the block; every name gets its earlier value (or absence) back after it."
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try: yield
+    finally:
+        for k, v in old.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+
 def _describe_failure(e: BaseException, executed: Path) -> str:
     "One line: the failing cell (1-based, as in the source notebook, with its first line) and the exception."
     from papermill.exceptions import PapermillExecutionError
@@ -135,7 +147,11 @@ def _state_path(slug: str, profile: str, root: Path) -> Path: return run_dir(slu
 def run_paper(jobs: list[NotebookJob], profile: str, root: Path, force: bool = False,
               on_done: Callable[[NotebookRun], None] | None = None, threads: int | None = None) -> list[NotebookRun]:
     "Run one paper's jobs in order, skipping unchanged ones unless `force`; report each through `on_done`."
-    os.environ.update(kernel_env(root, threads))
+    with environ(kernel_env(root, threads)):  # the kernels inherit it; the caller's environment is left as it was
+        return _run_paper(jobs, profile, root, force, on_done)
+
+def _run_paper(jobs: list[NotebookJob], profile: str, root: Path, force: bool,
+               on_done: Callable[[NotebookRun], None] | None) -> list[NotebookRun]:
     slug = jobs[0].slug
     sp = _state_path(slug, profile, root)
     state = json.loads(sp.read_text()) if sp.is_file() else {}
