@@ -16,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from .claims import PaperCard, list_papers, load_card
 from .paths import check_profile, find_root, run_dir, runs_dir
@@ -104,7 +104,7 @@ def kernel_env(root: Path, threads: int | None = None) -> dict[str, str]:
     return env
 
 @contextmanager
-def environ(values: dict[str, str]):
+def environ(values: dict[str, str]) -> Iterator[None]:
     "`os.environ` with `values` set inside the block; every name gets its earlier value (or absence) back after it."
     old = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
