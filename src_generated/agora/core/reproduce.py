@@ -13,17 +13,17 @@ import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
+from unittest import mock
 
 from .claims import PaperCard, list_papers, load_card
 from .paths import check_profile, find_root, run_dir, runs_dir
 from .profiles import InputError, resolve_parameters
 
 # %% auto #0
-__all__ = ['NotebookJob', 'plan', 'notebook_fingerprint', 'code_fingerprint', 'job_keys', 'NotebookRun', 'kernel_env', 'environ',
+__all__ = ['NotebookJob', 'plan', 'notebook_fingerprint', 'code_fingerprint', 'job_keys', 'NotebookRun', 'kernel_env',
            'run_notebook', 'run_paper', 'reproduce', 'summary_table']
 
 # %% ../../../nbs/core/07_reproduce.ipynb #25c71355
@@ -103,17 +103,6 @@ def kernel_env(root: Path, threads: int | None = None) -> dict[str, str]:
     if threads: env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     return env
 
-@contextmanager
-def environ(values: dict[str, str]) -> Iterator[None]:
-    "`os.environ` with `values` set inside the block; every name gets its earlier value (or absence) back after it."
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try: yield
-    finally:
-        for k, v in old.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
-
 def _describe_failure(e: BaseException, executed: Path) -> str:
     "One line: the failing cell (1-based, as in the source notebook, with its first line) and the exception."
     from papermill.exceptions import PapermillExecutionError
@@ -147,29 +136,25 @@ def _state_path(slug: str, profile: str, root: Path) -> Path: return run_dir(slu
 def run_paper(jobs: list[NotebookJob], profile: str, root: Path, force: bool = False,
               on_done: Callable[[NotebookRun], None] | None = None, threads: int | None = None) -> list[NotebookRun]:
     "Run one paper's jobs in order, skipping unchanged ones unless `force`; report each through `on_done`."
-    with environ(kernel_env(root, threads)):  # the kernels inherit it; the caller's environment is left as it was
-        return _run_paper(jobs, profile, root, force, on_done)
-
-def _run_paper(jobs: list[NotebookJob], profile: str, root: Path, force: bool,
-               on_done: Callable[[NotebookRun], None] | None) -> list[NotebookRun]:
-    slug = jobs[0].slug
-    sp = _state_path(slug, profile, root)
-    state = json.loads(sp.read_text()) if sp.is_file() else {}
-    runs = []
-    for job, key in zip(jobs, job_keys(jobs, code_fingerprint())):
-        out = run_dir(slug, profile, root) / job.path.name
-        if not force and state.get(job.path.stem) == key and out.is_file():
-            r = NotebookRun(slug, job.path.stem, "skipped", 0.0, "", str(out))
-        else:
-            state.pop(job.path.stem, None)
-            r = run_notebook(job, profile, root)
-            if r.status == "ok": state[job.path.stem] = key
-            sp.parent.mkdir(parents=True, exist_ok=True)
-            sp.write_text(json.dumps(state, indent=1, sort_keys=True))
-            _write_meta(r, job, profile, root)
-        runs.append(r)
-        if on_done: on_done(r)
-    return runs
+    with mock.patch.dict(os.environ, kernel_env(root, threads)):  # the kernels inherit it; restored afterwards
+        slug = jobs[0].slug
+        sp = _state_path(slug, profile, root)
+        state = json.loads(sp.read_text()) if sp.is_file() else {}
+        runs = []
+        for job, key in zip(jobs, job_keys(jobs, code_fingerprint())):
+            out = run_dir(slug, profile, root) / job.path.name
+            if not force and state.get(job.path.stem) == key and out.is_file():
+                r = NotebookRun(slug, job.path.stem, "skipped", 0.0, "", str(out))
+            else:
+                state.pop(job.path.stem, None)
+                r = run_notebook(job, profile, root)
+                if r.status == "ok": state[job.path.stem] = key
+                sp.parent.mkdir(parents=True, exist_ok=True)
+                sp.write_text(json.dumps(state, indent=1, sort_keys=True))
+                _write_meta(r, job, profile, root)
+            runs.append(r)
+            if on_done: on_done(r)
+        return runs
 
 def _write_meta(r: NotebookRun, job: NotebookJob, profile: str, root: Path) -> None:
     from agora.core.results import write_run_meta
