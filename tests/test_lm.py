@@ -95,6 +95,30 @@ def test_session_across_turns_equals_fresh_prefill(lm):
     assert got == lm.generate([nxt[2], nxt[0]], max_new_tokens=8)
 
 
+def test_feeding_only_unfinished_rows_changes_no_sample():
+    "Rows that finished their turn stop being fed; the samples equal those of sessions that feed every row."
+    sharp = TinyLM.create("1m", seed=0)
+    with torch.no_grad(): sharp.model.lm_head.weight.mul_(5)  # peaked distributions: the samples follow the context
+    convs = [[{"role": "user", "content": f"What is {i} * 3?"}] for i in range(20)]
+    stop = [chr(c) for c in range(ord("a"), ord("z") + 1)]  # rows stop after a few tokens or none
+
+    def turn(min_rows: int | None, keys, cs, seed: int, sess=None) -> list[str]:
+        sess = sess or sharp.session()
+        if min_rows: sess.min_rows = min_rows
+        return sess.generate(keys, cs, 12, temperature=1.0, stop=stop, seed=seed)
+
+    sess = sharp.session()
+    first = turn(None, range(20), convs, 5, sess)
+    nxt = [c + [{"role": "student", "content": t}, {"role": "teacher", "content": "No."}] for c, t in zip(convs, first)]
+    keep = [19, 4, 0, 11, 8, 2, 3, 7, 13]
+    second = turn(None, keep, [nxt[i] for i in keep], 6, sess)
+    assert len({len(t) for t in first}) > 5  # rows did stop at different steps
+    assert first == turn(10**6, range(20), convs, 5)
+    assert second == turn(10**6, keep, [nxt[i] for i in keep], 6)
+    with pytest.raises(ValueError, match="distinct"):
+        sharp.session().generate(["a", "a"], CONVS[:2])
+
+
 def test_logprobs_match_stepwise(lm):
     comp = "ANSWER: 7"
     ids, total = lm.encode(CONVS[0]), 0.0

@@ -92,23 +92,23 @@ class GrowingLayer(DynamicLayer):
         self.length = 0
 
     def _reserve(self, like: torch.Tensor, vlike: torch.Tensor, n: int) -> None:
-        "Make room for `n` more positions."
+        "Make room for `n` more positions (for every row, also when only the first rows are being fed)."
         if self.kbuf is not None and self.length + n <= self.kbuf.shape[2]: return
-        cap = max(64, 2 * (self.length + n))
-        kb = like.new_zeros((*like.shape[:2], cap, like.shape[3]))
-        vb = vlike.new_zeros((*vlike.shape[:2], cap, vlike.shape[3]))
+        cap, rows = max(64, 2 * (self.length + n)), like.shape[0] if self.kbuf is None else self.kbuf.shape[0]
+        kb = like.new_zeros((rows, like.shape[1], cap, like.shape[3]))
+        vb = vlike.new_zeros((rows, vlike.shape[1], cap, vlike.shape[3]))
         if self.kbuf is not None:
             kb[:, :, :self.length] = self.kbuf[:, :, :self.length]; vb[:, :, :self.length] = self.vbuf[:, :, :self.length]
         self.kbuf, self.vbuf = kb, vb
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized: self.lazy_initialization(key_states, value_states)
-        n = key_states.shape[2]
+        b, n = key_states.shape[0], key_states.shape[2]  # b < rows: only the first b rows are fed (see KVSession)
         self._reserve(key_states, value_states, n)
-        self.kbuf[:, :, self.length:self.length + n] = key_states
-        self.vbuf[:, :, self.length:self.length + n] = value_states
+        self.kbuf[:b, :, self.length:self.length + n] = key_states
+        self.vbuf[:b, :, self.length:self.length + n] = value_states
         self.length += n
-        self.keys, self.values = self.kbuf[:, :, :self.length], self.vbuf[:, :, :self.length]
+        self.keys, self.values = self.kbuf[:b, :, :self.length], self.vbuf[:b, :, :self.length]
         return self.keys, self.values
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
@@ -123,6 +123,21 @@ class GrowingLayer(DynamicLayer):
         self.vbuf = torch.cat([self.vbuf, self.vbuf.new_zeros((n, *self.vbuf.shape[1:]))])
         self.keys, self.values = self.kbuf[:, :, :self.length], self.vbuf[:, :, :self.length]
 
+    def move_rows(self, dst: torch.Tensor, src: torch.Tensor, swap: bool = False) -> None:
+        "Copy rows `src` onto rows `dst` (disjoint), or exchange them; only the filled columns are copied."
+        if not self.is_initialized or self.kbuf is None: return
+        for buf in (self.kbuf, self.vbuf):
+            filled = buf[:, :, :self.length]  # past `length` every row is still zero
+            moved = filled[src]
+            if swap: filled[src] = filled[dst]
+            filled[dst] = moved
+
+    def keep_rows(self, n: int) -> None:
+        "Drop every row from `n` on (a view: nothing is copied)."
+        if not self.is_initialized or self.kbuf is None: return
+        self.kbuf, self.vbuf = self.kbuf[:n], self.vbuf[:n]
+        self.keys, self.values = self.kbuf[:, :, :self.length], self.vbuf[:, :, :self.length]
+
 class GrowingCache(Cache):
     "A KV cache of `GrowingLayer`s, one per decoder layer."
     def __init__(self, n_layers: int):
@@ -132,41 +147,65 @@ class GrowingCache(Cache):
         "Append `n` empty rows."
         for layer in self.layers: layer.add_rows(n)
 
+    def move_rows(self, dst: torch.Tensor, src: torch.Tensor, swap: bool = False) -> None:
+        "Copy rows `src` onto rows `dst` in every layer, or exchange them."
+        for layer in self.layers: layer.move_rows(dst, src, swap)
+
+    def keep_rows(self, n: int) -> None:
+        "Keep the first `n` rows of every layer."
+        for layer in self.layers: layer.keep_rows(n)
+
 # %% ../../../nbs/core/11_lm.ipynb #acb5c390
 class KVSession:
     "A batch of conversations whose KV cache persists across `generate` calls (rows matched by key)."
+    min_rows = 4  # rows fed at least (fewer take another matmul kernel, whose sums can differ in the last bit)
+
     def __init__(self, lm: HFChatModel):
-        self.lm, self.keys = lm, []
+        self.lm, self.keys = lm, []  # keys[p]: the conversation held by cache row p
         self.cache: GrowingCache | None = None
         self.mask = torch.zeros(0, 0, dtype=torch.long, device=lm.device)  # (rows, slots): 1 where a slot is live
         self.tokens: list[list[int]] = []  # logical tokens of each row
         self.slots: list[list[int]] = []  # cache column of each logical token
 
-    def _align(self, keys: Sequence) -> None:
-        "Reorder/select cache rows to `keys` (new keys get empty rows)."
-        dev, old = self.lm.device, {k: i for i, k in enumerate(self.keys)}
-        n_new = sum(k not in old for k in keys)
-        if n_new and self.cache is not None: self.cache.add_rows(n_new)  # empty rows, fully masked
-        self.mask = torch.cat([self.mask, self.mask.new_zeros(n_new, self.mask.shape[1])])
-        self.tokens += [[] for _ in range(n_new)]; self.slots += [[] for _ in range(n_new)]
-        nxt, idx = len(self.keys), []
-        for k in keys:
-            if k in old: idx.append(old[k])
-            else: idx.append(nxt); nxt += 1
-        if idx != list(range(len(self.keys) + n_new)):
-            t = torch.tensor(idx, device=dev)
-            if self.cache is not None: self.cache.batch_select_indices(t)
-            self.mask = self.mask[t]
-            self.tokens = [self.tokens[i] for i in idx]; self.slots = [self.slots[i] for i in idx]
-        self.keys = list(keys)
+    def _move(self, dst: list[int], src: list[int], swap: bool = False) -> None:
+        "Copy rows `src` onto rows `dst` (disjoint lists of cache rows), or exchange them."
+        if not dst: return
+        t_dst, t_src = (torch.tensor(x, device=self.lm.device) for x in (dst, src))
+        if self.cache is not None: self.cache.move_rows(t_dst, t_src, swap)
+        moved = self.mask[t_src]
+        if swap: self.mask[t_src] = self.mask[t_dst]
+        self.mask[t_dst] = moved
+        for xs in (self.keys, self.tokens, self.slots):
+            for d, s in zip(dst, src):
+                if swap: xs[d], xs[s] = xs[s], xs[d]
+                else: xs[d] = xs[s]
+
+    def _align(self, keys: Sequence) -> list[int]:
+        "Drop the rows of keys not in `keys`, add empty rows for new ones; the index in `keys` of each cache row."
+        want = set(keys)
+        gone = [p for p, k in enumerate(self.keys) if k not in want]
+        if gone:  # rows past the survivors fill the holes, then the tail is cut off (no copy of the other rows)
+            n = len(self.keys) - len(gone)
+            self._move([p for p in gone if p < n], [p for p in range(n, len(self.keys)) if self.keys[p] in want])
+            if self.cache is not None: self.cache.keep_rows(n)
+            self.mask = self.mask[:n]
+            del self.keys[n:], self.tokens[n:], self.slots[n:]
+        have = set(self.keys)
+        new = [k for k in keys if k not in have]
+        if new:
+            if self.cache is not None: self.cache.add_rows(len(new))  # empty rows, fully masked
+            self.mask = torch.cat([self.mask, self.mask.new_zeros(len(new), self.mask.shape[1])])
+            self.keys += new; self.tokens += [[] for _ in new]; self.slots += [[] for _ in new]
         if self.cache is None: self.cache = GrowingCache(self.lm.model.config.num_hidden_layers)
+        index = {k: i for i, k in enumerate(keys)}
+        return [index[k] for k in self.keys]
 
     def _feed(self, chunks: list[list[int]], live: list[bool] | None = None) -> torch.Tensor:
-        "Append each row's new tokens (left-padded to one width) to the cache; logits of the last column (B, V)."
+        "Append the new tokens (left-padded to one width) of the first len(chunks) rows; logits of the last column."
         B, w, T = len(chunks), max(map(len, chunks)), self.mask.shape[1]
         pad, dev = self.lm.pad_id, self.lm.device
         ids = torch.full((B, w), pad, dtype=torch.long)
-        m = torch.zeros(B, w, dtype=torch.long)
+        m = torch.zeros(self.mask.shape[0], w, dtype=torch.long)  # rows past B get a masked column
         pos = torch.zeros(B, w, dtype=torch.long)
         for r, c in enumerate(chunks):
             if not c: continue
@@ -178,7 +217,7 @@ class KVSession:
                 self.slots[r] += range(T + w - len(c), T + w)
                 self.tokens[r] += c
         self.mask = torch.cat([self.mask, m.to(dev)], 1)
-        out = self.lm.model(input_ids=ids.to(dev), attention_mask=self.mask, position_ids=pos.to(dev),
+        out = self.lm.model(input_ids=ids.to(dev), attention_mask=self.mask[:B], position_ids=pos.to(dev),
                             past_key_values=self.cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1]
 
@@ -198,13 +237,22 @@ class KVSession:
                  role: str = "student") -> list[str]:
         "Sample the next `role` turn of each conversation (row `keys[i]`), reusing the cache of earlier calls."
         if len(keys) != len(conversations): raise ValueError("one key per conversation")
+        if len(set(keys)) != len(keys): raise ValueError("keys must be distinct")
         if not conversations: return []
         lm, stop = self.lm, list(stop or [])
-        self._align(keys)
-        logits = self._prefill([lm.encode(c, role) for c in conversations])
+        rows = self._align(keys)  # rows[p]: the conversation in cache row p
+        B, fed = len(conversations), len(conversations)  # cache rows [0, fed) are fed
+        ident = rows == list(range(B))
+
+        def in_order(part: torch.Tensor) -> torch.Tensor:  # logits of the fed rows -> (B, V) in conversation order,
+            if fed == B and ident: return part  # so that every conversation draws the same random numbers
+            full = part.new_zeros(B, part.shape[1])
+            full[torch.tensor(rows[:fed], device=part.device)] = part
+            return full
+
+        logits = in_order(self._prefill([lm.encode(conversations[r], role) for r in rows]))
         gen = torch.Generator(device=lm.device).manual_seed(int(seed))
-        B, out = len(conversations), [[] for _ in conversations]
-        alive = [True] * B
+        out, alive = [[] for _ in conversations], [True] * B
         window = max([len(s) for s in stop], default=0) + 8
         for step in range(max_new_tokens):
             if lm.suppress is not None: logits[:, lm.suppress.to(logits.device)] = float("-inf")
@@ -215,8 +263,16 @@ class KVSession:
                 out[r].append(nxt[r])
                 if len(out[r]) >= max_new_tokens: alive[r] = False
                 elif stop and _cut_at_stop(lm.tokenizer.decode(out[r][-window:]), stop)[1]: alive[r] = False
-            if not any(alive) or step == max_new_tokens - 1: break
-            logits = self._feed([[n] for n in nxt], live=alive)
+            n_alive = sum(alive)
+            if not n_alive or step == max_new_tokens - 1: break
+            if n_alive < fed and fed > self.min_rows:  # feed only the unfinished rows from now on
+                new_fed = max(n_alive, min(self.min_rows, B))
+                late = [p for p in range(new_fed, fed) if alive[rows[p]]]
+                early = [p for p in range(new_fed) if not alive[rows[p]]][:len(late)]
+                self._move(early, late, swap=True)
+                for a, b in zip(early, late): rows[a], rows[b] = rows[b], rows[a]
+                fed, ident = new_fed, False
+            logits = in_order(self._feed([[nxt[r]] for r in rows[:fed]], live=[alive[r] for r in rows[:fed]]))
         return [_cut_at_stop(lm.tokenizer.decode(o), stop)[0] for o in out]
 
 # %% ../../../nbs/core/11_lm.ipynb #11879038
