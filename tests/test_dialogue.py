@@ -143,8 +143,20 @@ def test_bench_prints_json_lines_and_ratio(capsys):
     assert bench_rollout(["--size", "1m", "--batches", "1,4", "--episodes", "4", "--naive-episodes", "2",
                           "--turns", "2", "--max-new-tokens", "6"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
-    assert [x["setting"] for x in lines] == ["naive-generate", "engine", "engine", "engine-no-cache-reuse", "ratio"]
-    assert {"engine_b1_over_naive", "engine_b4_over_naive"} <= set(lines[-1])
+    assert [x["setting"] for x in lines] == ["naive-generate", "engine", "engine", "engine-no-cache-reuse",
+                                             "engine-feed-every-row", "ratio"]
+    assert {"engine_b1_over_naive", "engine_b4_over_naive", "engine_b4_over_feed_every_row_cpu"} <= set(lines[-1])
+
+
+def test_bench_rolls_out_a_saved_model(tmp_path, capsys):
+    TinyLM.create("1m", seed=2).save_pretrained(tmp_path / "student")
+    assert bench_rollout(["--model", str(tmp_path / "student"), "--batches", "4", "--episodes", "4",
+                          "--naive-episodes", "1", "--turns", "2", "--max-new-tokens", "4"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert {x.get("model") for x in lines[:-1]} == {"student"}
+    with pytest.raises(SystemExit) as e:
+        bench_rollout(["--model", str(tmp_path / "nothing")])
+    assert e.value.code == 2 and "not a directory with a saved model" in capsys.readouterr().err
 
 
 def test_rollout_through_endpoint_equals_local(tasks):

@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
+from unittest import mock
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -22,7 +23,7 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from .lm import ChatModel, HFChatModel, TinyLM
+from .lm import ChatModel, HFChatModel, KVSession, TinyLM
 from .seeding import derive_seed, np_rng
 from .tasks import (_MARK, FAMILIES, GENERIC_FEEDBACK, Task, extract_answer, feedback_many, hint_many,
                               leaks_solution, sample_tasks, verify_many)
@@ -445,6 +446,8 @@ def bench_rollout(argv: list[str]) -> int:
     "`agora bench rollout`: episodes/s of the engine at several batch sizes vs the naive `generate` loop."
     p = argparse.ArgumentParser(prog="agora bench rollout", description=bench_rollout.__doc__)
     p.add_argument("--size", default="5m", help="TinyLM size preset")
+    p.add_argument("--model", default=None,
+                   help="a saved model directory to roll out instead (a trained student ends its turns on its own)")
     p.add_argument("--batches", default="1,16,64", help="comma-separated batch sizes")
     p.add_argument("--episodes", type=int, default=64, help="episodes per batched setting (at least one batch)")
     p.add_argument("--chunks", type=int, default=8, help="at most this many batches per setting")
@@ -458,16 +461,20 @@ def bench_rollout(argv: list[str]) -> int:
     a = p.parse_args(argv)
     if a.threads: torch.set_num_threads(a.threads)
     batches = [int(b) for b in a.batches.split(",")]
-    lm = TinyLM.create(a.size, seed=a.seed)
-    # an untrained model samples arbitrary bytes, whose invalid UTF-8 re-tokenises differently next turn; a trained
-    # one writes text, so the student (engine and naive alike) samples printable ASCII or ends its turn
-    lm = TinyLM(lm.model, lm.tokenizer, batch_size=max(64, *[int(b) for b in a.batches.split(",")]),
-                suppress_ids=printable_suppress_ids(lm.tokenizer))
+    if a.model:
+        if not Path(a.model, "config.json").is_file(): p.error(f"--model {a.model!r}: not a directory with a saved model")
+        lm = TinyLM.from_pretrained(a.model, dtype="float32", batch_size=max(64, *batches))
+    else:
+        lm = TinyLM.create(a.size, seed=a.seed)
+        # an untrained model samples arbitrary bytes, whose invalid UTF-8 re-tokenises differently next turn; a trained
+        # one writes text, so the student (engine and naive alike) samples printable ASCII or ends its turn
+        lm = TinyLM(lm.model, lm.tokenizer, batch_size=max(64, *batches),
+                    suppress_ids=printable_suppress_ids(lm.tokenizer))
     cfg = DialogueConfig(max_turns=a.turns, max_new_tokens=a.max_new_tokens, temperature=1.0)
     n_max = max(max(b, min(a.episodes, b * a.chunks)) for b in batches)
     tasks = sample_tasks(a.family, max(n_max, a.naive_episodes), seed=a.seed, difficulty=a.difficulty)
-    common = {"bench": "rollout", "model": f"tinylm-{a.size}", "params": lm.n_params, "turns": a.turns,
-              "max_new_tokens": a.max_new_tokens, "threads": torch.get_num_threads()}
+    common = {"bench": "rollout", "model": Path(a.model).name if a.model else f"tinylm-{a.size}", "params": lm.n_params,
+              "turns": a.turns, "max_new_tokens": a.max_new_tokens, "threads": torch.get_num_threads()}
     engine = DidacticEnv(lm, ScriptedTeacher(), cfg)
     engine.run(tasks[:2], seed=a.seed)  # warm-up
     naive = _rollout_rate(DidacticEnv(NaiveGenerateStudent(lm), ScriptedTeacher(), cfg),
@@ -482,11 +489,15 @@ def bench_rollout(argv: list[str]) -> int:
     nore = DidacticEnv(lm, ScriptedTeacher(), DialogueConfig(**{**asdict(cfg), "reuse_cache": False}))
     r = _rollout_rate(nore, tasks[:max(b, min(a.episodes, b * a.chunks))], b, lm.tokenizer, a.seed)
     print(json.dumps({**common, "setting": "engine-no-cache-reuse", "batch": b, **r}), flush=True)
+    with mock.patch.object(KVSession, "min_rows", 1 << 30):  # rows that finished their turn are fed to its end
+        every = _rollout_rate(engine, tasks[:max(b, min(a.episodes, b * a.chunks))], b, lm.tokenizer, a.seed)
+    print(json.dumps({**common, "setting": "engine-feed-every-row", "batch": b, **every}), flush=True)
     # wall-clock ratios, and CPU-time ratios (steadier when other processes share the cores)
     wall, cpu = naive["episodes_per_s"], naive["episodes_per_cpu_s"]
     print(json.dumps({"bench": "rollout", "setting": "ratio", "naive_episodes_per_s": wall,
                       **{f"engine_b{k}_over_naive": round(v[0] / wall, 2) for k, v in rates.items()},
                       f"no_reuse_b{b}_over_naive": round(r["episodes_per_s"] / wall, 2),
                       **{f"engine_b{k}_over_naive_cpu": round(v[1] / cpu, 2) for k, v in rates.items()},
-                      f"no_reuse_b{b}_over_naive_cpu": round(r["episodes_per_cpu_s"] / cpu, 2)}))
+                      f"no_reuse_b{b}_over_naive_cpu": round(r["episodes_per_cpu_s"] / cpu, 2),
+                      f"engine_b{b}_over_feed_every_row_cpu": round(rates[b][1] / every["episodes_per_cpu_s"], 2)}))
     return 0
