@@ -486,11 +486,12 @@ def bench_rollout(argv: list[str]) -> int:
         rates[b] = (r["episodes_per_s"], r["episodes_per_cpu_s"])
         print(json.dumps({**common, "setting": "engine", "batch": b, **r}), flush=True)
     b = max(batches)
+    largest = tasks[:max(b, min(a.episodes, b * a.chunks))]  # the largest batch's episodes, for the variants below
     nore = DidacticEnv(lm, ScriptedTeacher(), DialogueConfig(**{**asdict(cfg), "reuse_cache": False}))
-    r = _rollout_rate(nore, tasks[:max(b, min(a.episodes, b * a.chunks))], b, lm.tokenizer, a.seed)
+    r = _rollout_rate(nore, largest, b, lm.tokenizer, a.seed)
     print(json.dumps({**common, "setting": "engine-no-cache-reuse", "batch": b, **r}), flush=True)
     with mock.patch.object(KVSession, "min_rows", 1 << 30):  # rows that finished their turn are fed to its end
-        every = _rollout_rate(engine, tasks[:max(b, min(a.episodes, b * a.chunks))], b, lm.tokenizer, a.seed)
+        every = _rollout_rate(engine, largest, b, lm.tokenizer, a.seed)
     print(json.dumps({**common, "setting": "engine-feed-every-row", "batch": b, **every}), flush=True)
     # wall-clock ratios, and CPU-time ratios (steadier when other processes share the cores)
     wall, cpu = naive["episodes_per_s"], naive["episodes_per_cpu_s"]

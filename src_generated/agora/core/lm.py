@@ -242,12 +242,12 @@ class KVSession:
         lm, stop = self.lm, list(stop or [])
         rows = self._align(keys)  # rows[p]: the conversation in cache row p
         B, fed = len(conversations), len(conversations)  # cache rows [0, fed) are fed
-        ident = rows == list(range(B))
+        where = None if rows == list(range(B)) else torch.tensor(rows, device=lm.device)  # None: conversation order
 
         def in_order(part: torch.Tensor) -> torch.Tensor:  # logits of the fed rows -> (B, V) in conversation order,
-            if fed == B and ident: return part  # so that every conversation draws the same random numbers
+            if where is None: return part  # so that every conversation draws the same random numbers
             full = part.new_zeros(B, part.shape[1])
-            full[torch.tensor(rows[:fed], device=part.device)] = part
+            full[where[:fed]] = part
             return full
 
         logits = in_order(self._prefill([lm.encode(conversations[r], role) for r in rows]))
@@ -271,7 +271,7 @@ class KVSession:
                 early = [p for p in range(new_fed) if not alive[rows[p]]][:len(late)]
                 self._move(early, late, swap=True)
                 for a, b in zip(early, late): rows[a], rows[b] = rows[b], rows[a]
-                fed, ident = new_fed, False
+                fed, where = new_fed, torch.tensor(rows, device=lm.device)
             logits = in_order(self._feed([[nxt[r]] for r in rows[:fed]], live=[alive[r] for r in rows[:fed]]))
         return [_cut_at_stop(lm.tokenizer.decode(o), stop)[0] for o in out]
 
