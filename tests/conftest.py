@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# before anything imports torch: OpenMP threads wait passively (spinning threads collapse on a loaded machine)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 FIXTURE = Path(__file__).parent / "fixtures" / "toy"
 AGORA = str(Path(sys.executable).parent / "agora")
 

@@ -1,4 +1,4 @@
-"agora.core.dialogue: the rules of didactic episodes, teachers, the sharded user, records, and the rollout benchmark."
+"agora.core.dialogue: the rules of didactic episodes, teachers, the sharded user, and records."
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import torch
 from agora.core.dialogue import (BLIND_RETRY_TEXT, ENV_NO_HINT_TEXT, BlindRetryTeacher, Episode, EnvTeacher,
                                  SelfTeacher, Turn, answer_key, env_feedback, repeat_counts, repeat_rate)
 from agora.core.dialogue import (NO_HINT_TEXT, NO_MORE_TEXT, NUDGE_TEXT, RETRY_TEXT, DialogueConfig, DidacticEnv,
-                                 ModelTeacher, RetryTeacher, ScriptedTeacher, ShuffledTeacher, Teacher, TeacherReply, bench_rollout,
+                                 ModelTeacher, RetryTeacher, ScriptedTeacher, ShuffledTeacher, Teacher, TeacherReply,
                                  classify_turn, episodes_to_dataset, leak_rate, load_episodes, save_episodes,
                                  success_by_turn)
 from agora.core.lm import TinyLM
@@ -137,26 +137,6 @@ def test_tinylm_rollout_session_matches_fresh(tasks):
     greedy = DialogueConfig(max_turns=3, max_new_tokens=10, temperature=0.0)
     fresh = DialogueConfig(max_turns=3, max_new_tokens=10, temperature=0.0, reuse_cache=False)
     assert DidacticEnv(lm, cfg=greedy).run(tasks) == DidacticEnv(lm, cfg=fresh).run(tasks)
-
-
-def test_bench_prints_json_lines_and_ratio(capsys):
-    assert bench_rollout(["--size", "1m", "--batches", "1,4", "--episodes", "4", "--naive-episodes", "2",
-                          "--turns", "2", "--max-new-tokens", "6"]) == 0
-    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
-    assert [x["setting"] for x in lines] == ["naive-generate", "engine", "engine", "engine-no-cache-reuse",
-                                             "engine-feed-every-row", "ratio"]
-    assert {"engine_b1_over_naive", "engine_b4_over_naive", "engine_b4_over_feed_every_row_cpu"} <= set(lines[-1])
-
-
-def test_bench_rolls_out_a_saved_model(tmp_path, capsys):
-    TinyLM.create("1m", seed=2).save_pretrained(tmp_path / "student")
-    assert bench_rollout(["--model", str(tmp_path / "student"), "--batches", "4", "--episodes", "4",
-                          "--naive-episodes", "1", "--turns", "2", "--max-new-tokens", "4"]) == 0
-    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
-    assert {x.get("model") for x in lines[:-1]} == {"student"}
-    with pytest.raises(SystemExit) as e:
-        bench_rollout(["--model", str(tmp_path / "nothing")])
-    assert e.value.code == 2 and "not a directory with a saved model" in capsys.readouterr().err
 
 
 def test_rollout_through_endpoint_equals_local(tasks):

@@ -4,9 +4,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
-from conftest import add_paper, agora
+import pytest
+
+from conftest import AGORA, add_paper, agora
 
 
 def files_under(d: Path) -> list[Path]:
@@ -123,3 +128,136 @@ def test_claims_and_list(toy_repo):
     assert rows["c_exists"].rstrip().endswith("not run") and "score.c missing" in rows["c_exists"]
     out = agora(toy_repo, "list").stdout
     assert "toy" in out and "00_data 90_figures" in out and "smoke cpu" in out
+
+
+# --- what a notebook read, interrupts, one line per notebook, threads, cross-paper reads -------------------------
+
+def make_paper(root: Path, slug: str, notebooks: dict[str, str], reads: list[str] | None = None) -> None:
+    "A paper whose notebooks each hold a parameters cell (`profile`) and one code cell."
+    import nbformat
+    (root / "papers" / slug / "profiles").mkdir(parents=True)
+    (root / "nbs" / "papers" / slug).mkdir(parents=True)
+    for name, code in notebooks.items():
+        nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                               "language": "python"}})
+        nb.cells = [nbformat.v4.new_code_cell('profile = "smoke"  # injected by the runner', metadata={"tags": ["parameters"]}),
+                    nbformat.v4.new_code_cell("import os, time\nfrom pathlib import Path\n"
+                                              "ROOT = Path(os.environ['AGORA_ROOT'])\n" + code)]
+        nbformat.write(nb, root / "nbs" / "papers" / slug / f"{name}.ipynb")
+    card = {"id": slug, "title": slug, "notebooks": [f"{n}.ipynb" for n in notebooks], **({"reads": reads} if reads else {})}
+    (root / "papers" / slug / "paper.yaml").write_text(json.dumps(card))
+
+
+def statuses(r) -> dict[str, str]:
+    return {l.split()[0]: l.split()[1] for l in r.stdout.splitlines() if "/" in l.split()[0]} if r.stdout else {}
+
+
+def test_an_upstream_rerun_reruns_what_read_it(repo):
+    # 00 fails while 90 (which reads 00's output) succeeds on the stale output; once 00 runs again, 90 must too
+    make_paper(repo, "chain", {
+        "00_make": "v = (ROOT / 'input.txt').read_text()\nassert v != 'fail', 'injected failure'\n(ROOT / 'out.txt').write_text(v)",
+        "90_use": "(ROOT / 'final.txt').write_text((ROOT / 'out.txt').read_text())"})
+    (repo / "input.txt").write_text("1")
+    assert statuses(agora(repo, "reproduce", "--profile", "smoke")) == {"chain/00_make": "ok", "chain/90_use": "ok"}
+    (repo / "input.txt").write_text("fail")
+    assert statuses(agora(repo, "reproduce", "--profile", "smoke", "--force")) == {"chain/00_make": "failed", "chain/90_use": "ok"}
+    (repo / "input.txt").write_text("2")
+    assert statuses(agora(repo, "reproduce", "--profile", "smoke")) == {"chain/00_make": "ok", "chain/90_use": "ok"}
+    assert (repo / "final.txt").read_text() == "2"
+    assert statuses(agora(repo, "reproduce", "--profile", "smoke")) == {"chain/00_make": "skipped", "chain/90_use": "skipped"}
+    # --only reruns one notebook; what reads it reruns next time, what it reads does not
+    assert statuses(agora(repo, "reproduce", "--profile", "smoke", "--only", "00_*", "--force")) == {"chain/00_make": "ok"}
+    assert statuses(agora(repo, "reproduce", "--profile", "smoke")) == {"chain/00_make": "skipped", "chain/90_use": "ok"}
+
+
+SLOW = ("(ROOT / 'kernel.pid').write_text(str(os.getpid()))\n"
+        "if (ROOT / 'slow').exists():\n    (ROOT / 'started').touch(); time.sleep(120)\n")
+
+
+def _interrupt(repo: Path, sig: int) -> tuple[subprocess.CompletedProcess, int]:
+    "Start a forced run of the slow paper, send `sig` to the runner's process group once the notebook runs."
+    (repo / "slow").touch()
+    p = subprocess.Popen([AGORA, "reproduce", "--profile", "smoke", "--force"], env={**os.environ, "AGORA_ROOT": str(repo)},
+                         cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    t0 = time.time()
+    while not (repo / "started").exists():
+        assert time.time() - t0 < 120 and p.poll() is None, "the notebook never started"
+        time.sleep(0.2)
+    os.killpg(p.pid, sig)  # as a terminal's Ctrl-C does: the whole foreground group
+    out, err = p.communicate(timeout=60)
+    (repo / "slow").unlink(); (repo / "started").unlink()
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err), int((repo / "kernel.pid").read_text())
+
+
+def _gone(pid: int, within: float = 15.0) -> bool:
+    t0 = time.time()
+    while time.time() - t0 < within:
+        if not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower(): return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_an_interrupted_notebook_counts_as_failed(repo, sig):
+    make_paper(repo, "slow", {"00_slow": SLOW})
+    assert statuses(agora(repo, "reproduce", "--profile", "smoke")) == {"slow/00_slow": "ok"}
+    r, kernel = _interrupt(repo, sig)
+    if sig == signal.SIGINT:
+        assert r.returncode == 130, (r.stdout, r.stderr)
+        assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "Traceback" not in r.stderr
+        assert "interrupted; slow/00_slow stopped and recorded as failed" in r.stderr
+    else:
+        assert r.returncode == -signal.SIGKILL
+    assert _gone(kernel), "the notebook's kernel outlived the runner"
+    assert "00_slow" not in json.loads((repo / "runs/smoke/slow/state.json").read_text())
+    assert statuses(agora(repo, "reproduce", "--profile", "smoke")) == {"slow/00_slow": "ok"}  # not "skipped"
+
+
+def test_one_clean_line_per_notebook_and_kernel_threads(repo):
+    make_paper(repo, "env", {"00_env": "(ROOT / 'env.json').write_text(__import__('json').dumps("
+                                        "{k: os.environ.get(k) for k in ('OMP_WAIT_POLICY', 'OMP_NUM_THREADS')}))",
+                             "10_print": "print('chatty notebook')"})
+    r = agora(repo, "reproduce", "--profile", "smoke")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert [l.split()[:2] for l in lines] == [["env/00_env", "ok"], ["env/10_print", "ok"]], r.stderr
+    assert "WARNING" not in r.stderr and "chatty" not in r.stdout + r.stderr
+    assert json.loads((repo / "env.json").read_text()) == {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(os.cpu_count())}
+    assert (repo / "runs/smoke/env/logs/10_print.log").is_file()
+
+
+def test_a_paper_reading_another_runs_after_it_and_reruns_with_it(repo):
+    make_paper(repo, "a", {"00_a": "(ROOT / 'a.txt').write_text(str(time.time()))"})
+    make_paper(repo, "b", {"00_b": "(ROOT / 'b.txt').write_text((ROOT / 'a.txt').read_text())"}, reads=["a"])
+    r = agora(repo, "reproduce", "--profile", "smoke", "--paper", "b", "--paper", "a")
+    assert [l.split()[0] for l in r.stdout.splitlines()[1:-1]] == ["a/00_a", "b/00_b"], r.stdout
+    assert statuses(agora(repo, "reproduce", "--profile", "smoke", "--paper", "b")) == {"b/00_b": "skipped"}
+    assert statuses(agora(repo, "reproduce", "--profile", "smoke", "--paper", "a", "--force")) == {"a/00_a": "ok"}
+    assert statuses(agora(repo, "reproduce", "--profile", "smoke", "--paper", "b")) == {"b/00_b": "ok"}
+    assert (repo / "a.txt").read_text() == (repo / "b.txt").read_text()
+    r = agora(repo, "reproduce", "--profile", "smoke", "--jobs", "2", "--force")  # in parallel, b still waits for a
+    assert r.returncode == 0 and r.stderr.splitlines()[0].startswith("a/00_a"), r.stderr
+    (repo / "papers/b/paper.yaml").write_text(json.dumps({"id": "b", "title": "b", "notebooks": ["00_b.ipynb"], "reads": ["zz"]}))
+    r = agora(repo, "reproduce", "--profile", "smoke", "--paper", "b")
+    assert r.returncode == 2 and "reads 'zz', which is no paper; valid: a" in r.stderr
+
+
+def test_claims_say_which_results_are_missing_and_reject_bad_files(toy_repo):
+    r = agora(toy_repo, "claims", "--profile", "cpu")
+    assert r.returncode == 0 and r.stdout.count("no papers/toy/results/cpu.json: run agora reproduce --paper toy --profile cpu") == 3
+    res = toy_repo / "papers/toy/results/cpu.json"
+    res.parent.mkdir(parents=True)
+    for text in ("{not json", "[1, 2]", '{"metrics": []}'):
+        res.write_text(text)
+        r = agora(toy_repo, "claims", "--profile", "cpu")
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+        assert f"{res}: not a" in r.stderr
+
+
+def test_out_of_range_parameters_are_rejected(toy_repo):
+    (toy_repo / "papers/toy/profiles/cpu.yaml").write_text("seeds: []\n")
+    r = agora(toy_repo, "reproduce", "--profile", "cpu")
+    assert r.returncode == 2 and "parameter seeds = [] is outside its range {non-empty, >= 0}" in r.stderr
+    (toy_repo / "papers/toy/profiles/cpu.yaml").write_text("seeds: [0, 'a']\n")
+    r = agora(toy_repo, "reproduce", "--profile", "cpu")
+    assert r.returncode == 2 and "parameter seeds[1] = 'a' has type str, expected int" in r.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .paths import nbs_dir, papers_dir
+from .paths import find_root, nbs_dir, papers_dir, results_path
 from .profiles import InputError, read_yaml
 from .results import mean_ci, read_results
 
@@ -44,6 +44,7 @@ class PaperCard:
     notebooks: list[str] = field(default_factory=list)  # run order, relative to nbs/papers/<slug>/
     artefacts: list[str] = field(default_factory=list)  # files under figures/<slug>/ the cpu profile writes
     claims: list[Claim] = field(default_factory=list)
+    reads: list[str] = field(default_factory=list)  # other papers whose outputs this one reads (runner dependency)
 
     def notebook_paths(self, root: Path | None = None) -> list[Path]:
         "Absolute paths of the notebooks, in run order."
@@ -68,6 +69,18 @@ def _claim(d: dict, where: str) -> Claim:
     metric_names(c.metric)  # parses, or InputError
     return c
 
+def _reads(d: dict, slug: str, where: str, root: Path | None) -> list[str]:
+    "The `reads:` list of a card: known papers other than itself."
+    reads = d.get("reads") or []
+    if not isinstance(reads, list) or not all(isinstance(s, str) for s in reads):
+        raise InputError(f"{where}: reads must be a list of paper slugs")
+    known = list_papers(root)
+    for s in reads:
+        if s == slug or s not in known:
+            raise InputError(f"{where}: reads {s!r}, which is {'this paper' if s == slug else 'no paper'}; "
+                             f"valid: {', '.join(k for k in known if k != slug) or '(no other papers)'}")
+    return reads
+
 def load_card(slug: str, root: Path | None = None) -> PaperCard:
     "The paper card of `slug`; `InputError` naming the known papers if there is none."
     path = papers_dir(root) / slug / "paper.yaml"
@@ -81,7 +94,7 @@ def load_card(slug: str, root: Path | None = None) -> PaperCard:
         raise InputError(f"{where}: notebooks must be a list of notebook file names in run order")
     card = PaperCard(slug=slug, title=str(d["title"]), arxiv=str(d.get("arxiv", "")), notebooks=d["notebooks"],
                      artefacts=list(d.get("artefacts") or []),
-                     claims=[_claim(c, where) for c in d.get("claims") or []])
+                     claims=[_claim(c, where) for c in d.get("claims") or []], reads=_reads(d, slug, where, root))
     for nb in card.notebook_paths(root):
         if not nb.is_file(): raise InputError(f"{where}: notebook {nb} does not exist")
     return card
@@ -148,7 +161,12 @@ def judge(claim: Claim, metrics: dict) -> Verdict:
     return Verdict(claim, "reproduced" if ok else "not reproduced", m, (lo, hi), int(vals.size))
 
 def judge_paper(card: PaperCard, profile: str, root: Path | None = None) -> list[Verdict]:
-    "Verdicts for every claim of a paper under `profile`."
+    "Verdicts for every claim of a paper under `profile`; without a results file, each is not run and says how to make it."
+    p = results_path(card.slug, profile, root)
+    if not p.is_file():
+        rel = p.relative_to(find_root()) if root is None else p.relative_to(root)
+        why = f"no {rel}: run agora reproduce --paper {card.slug} --profile {profile}"
+        return [Verdict(c, "not run", detail=why) for c in card.claims]
     metrics = read_results(card.slug, profile, root)["metrics"]
     return [judge(c, metrics) for c in card.claims]
 

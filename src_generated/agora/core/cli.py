@@ -39,11 +39,16 @@ def cmd_list(args) -> int:
     print(_table(rows)); return 0
 
 def cmd_reproduce(args) -> int:
-    "Run notebooks with papermill; exit 1 if any failed."
-    from agora.core.reproduce import reproduce, summary_table
+    "Run notebooks with papermill; exit 1 if any failed, 130 if interrupted."
+    from agora.core.reproduce import Interrupted, reproduce, summary_table
     papers = args.paper or []
     if not papers and not list_papers(): print("no papers yet: nothing to reproduce"); return 0
-    runs = reproduce(papers, args.profile, args.jobs, args.only, args.force)
+    try: runs = reproduce(papers, args.profile, args.jobs, args.only, args.force)
+    except Interrupted as e:
+        stopped = [f"{r.slug}/{r.notebook}" for r in e.runs if r.error == "interrupted"]
+        print(f"agora: interrupted; {', '.join(stopped) or 'no notebook'} stopped and recorded as failed "
+              f"(it reruns next time); {sum(r.status == 'ok' for r in e.runs)} notebooks finished", file=sys.stderr)
+        return 130
     print(summary_table(runs))
     failed = [r for r in runs if r.status == "failed"]
     print(f"{len(runs)} notebooks: {len(runs) - len(failed)} ok or unchanged, {len(failed)} failed")
@@ -68,7 +73,8 @@ def cmd_bench(args) -> int:
     "Run a registered benchmark."
     found = benchmarks()
     if args.name not in found:
-        raise InputError(f"unknown benchmark {args.name!r}; valid: {', '.join(sorted(found)) or '(none registered)'}")
+        what = f"unknown benchmark {args.name!r}" if args.name else "name a benchmark"
+        raise InputError(f"{what}; valid: {', '.join(sorted(found)) or '(none registered)'}")
     return int(found[args.name].load()(args.rest) or 0)
 
 def cmd_docs(args) -> int:
@@ -89,12 +95,13 @@ def parser() -> argparse.ArgumentParser:
     try: default_profile = settings().get("agora", "default_profile", fallback="cpu")
     except FileNotFoundError: default_profile = "cpu"
     p = _Parser(prog="agora", description="Reproduce papers on learning agents from notebooks.")
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser,
+                           metavar="{list,reproduce,claims,bench,docs}")
     sub.add_parser("list", help="papers, notebooks, claims, results").set_defaults(fn=cmd_list)
     r = sub.add_parser("reproduce", help="run papers' notebooks with papermill")
     r.add_argument("--paper", action="append", help="paper slug (repeatable; default: all)")
     r.add_argument("--profile", choices=PROFILES, default=default_profile)
-    r.add_argument("--jobs", type=int, default=1, help="papers run in parallel processes")
+    r.add_argument("--jobs", type=int, default=1, help="papers run at once (a paper waits for the papers it reads)")
     r.add_argument("--only", help="glob on notebook names, e.g. '30_*' or 'sml/90_*'")
     r.add_argument("--force", action="store_true", help="rerun notebooks even if unchanged")
     r.set_defaults(fn=cmd_reproduce)
@@ -102,9 +109,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--paper", action="append")
     c.add_argument("--profile", choices=PROFILES, default=default_profile)
     c.set_defaults(fn=cmd_claims)
-    b = sub.add_parser("bench", help="run a registered benchmark")
-    b.add_argument("name")
-    b.add_argument("rest", nargs=argparse.REMAINDER)
+    b = sub.add_parser("bench", help="run a registered benchmark (`agora bench NAME --help` for its arguments)")
+    b.add_argument("name", nargs="?", help="one of: " + ", ".join(sorted(benchmarks())))
+    b.add_argument("rest", nargs=argparse.REMAINDER, metavar="...", help="the benchmark's own arguments")
     b.set_defaults(fn=cmd_bench)
     d = sub.add_parser("docs", help="regenerate README.md and paper verdict tables")
     d.add_argument("--check", action="store_true")
@@ -120,3 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, FileNotFoundError) as e:
         print(f"agora: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("agora: interrupted", file=sys.stderr)
+        return 130
+
+if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())  # `python -m agora.core.cli`; not in Jupyter

@@ -7,15 +7,10 @@ turn limit; a simulated user reveals sharded problems one fact per turn. Episode
 # %% ../../../nbs/core/15_dialogue.ipynb #edcf2de8
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import re
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
-from unittest import mock
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -23,10 +18,10 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from .lm import ChatModel, HFChatModel, KVSession, TinyLM
+from .lm import ChatModel, HFChatModel
 from .seeding import derive_seed, np_rng
 from .tasks import (_MARK, FAMILIES, GENERIC_FEEDBACK, Task, extract_answer, feedback_many, hint_many,
-                              leaks_solution, sample_tasks, verify_many)
+                              leaks_solution, verify_many)
 from .tokenizer import encode_chat, role_loss_mask
 
 # %% auto #0
@@ -36,7 +31,7 @@ __all__ = ['STUDENT_KINDS', 'RETRY_TEXT', 'NUDGE_TEXT', 'NO_HINT_TEXT', 'NO_MORE
            'BlindRetryTeacher', 'env_feedback', 'EnvTeacher', 'DialogueConfig', 'DidacticEnv', 'success_by_turn',
            'leak_rate', 'turn_kind_rate', 'premature_answer_rate', 'answer_key', 'repeat_counts', 'repeat_rate',
            'episode_row', 'episodes_to_dataset', 'save_episodes', 'load_episodes', 'NaiveGenerateStudent',
-           'printable_suppress_ids', 'bench_rollout']
+           'printable_suppress_ids']
 
 # %% ../../../nbs/core/15_dialogue.ipynb #c1c8b35e
 STUDENT_KINDS = ("attempt", "question", "other")
@@ -429,76 +424,3 @@ def printable_suppress_ids(tok: PreTrainedTokenizerBase) -> list[int]:
     ok = {i for b in [*range(32, 127), 10] for i in tok.encode(chr(b), add_special_tokens=False)}
     ok.add(tok.eos_token_id)
     return [i for i in range(len(tok)) if i not in ok]
-
-def _rollout_rate(env: DidacticEnv, tasks: list[Task], batch: int, tok: PreTrainedTokenizerBase, seed: int) -> dict:
-    "Time `env` over `tasks` in chunks of `batch`; episodes/s and student tokens/s."
-    load, t0, c0, eps = os.getloadavg()[0], time.perf_counter(), time.process_time(), []
-    for k in range(0, len(tasks), batch): eps += env.run(tasks[k:k + batch], seed=derive_seed(seed, k))
-    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-    toks = sum(len(tok.encode(t.content, add_special_tokens=False)) for e in eps for t in e.student_turns())
-    return {"episodes": len(eps), "seconds": round(dt, 3), "episodes_per_s": round(len(eps) / dt, 3),
-            "cpu_seconds": round(cpu, 3), "episodes_per_cpu_s": round(len(eps) / cpu, 3),
-            "student_tokens_per_s": round(toks / dt, 1),
-            "student_turns_per_episode": round(sum(len(e.student_turns()) for e in eps) / len(eps), 2),
-            "loadavg_1m_before": round(load, 2)}
-
-def bench_rollout(argv: list[str]) -> int:
-    "`agora bench rollout`: episodes/s of the engine at several batch sizes vs the naive `generate` loop."
-    p = argparse.ArgumentParser(prog="agora bench rollout", description=bench_rollout.__doc__)
-    p.add_argument("--size", default="5m", help="TinyLM size preset")
-    p.add_argument("--model", default=None,
-                   help="a saved model directory to roll out instead (a trained student ends its turns on its own)")
-    p.add_argument("--batches", default="1,16,64", help="comma-separated batch sizes")
-    p.add_argument("--episodes", type=int, default=64, help="episodes per batched setting (at least one batch)")
-    p.add_argument("--chunks", type=int, default=8, help="at most this many batches per setting")
-    p.add_argument("--naive-episodes", type=int, default=8, help="episodes of the naive loop")
-    p.add_argument("--turns", type=int, default=4, help="student turns per episode")
-    p.add_argument("--max-new-tokens", type=int, default=32, help="tokens per student turn")
-    p.add_argument("--family", default="arithmetic", help="task family")
-    p.add_argument("--difficulty", type=int, default=2, help="task difficulty")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    if a.threads: torch.set_num_threads(a.threads)
-    batches = [int(b) for b in a.batches.split(",")]
-    if a.model:
-        if not Path(a.model, "config.json").is_file(): p.error(f"--model {a.model!r}: not a directory with a saved model")
-        lm = TinyLM.from_pretrained(a.model, dtype="float32", batch_size=max(64, *batches))
-    else:
-        lm = TinyLM.create(a.size, seed=a.seed)
-        # an untrained model samples arbitrary bytes, whose invalid UTF-8 re-tokenises differently next turn; a trained
-        # one writes text, so the student (engine and naive alike) samples printable ASCII or ends its turn
-        lm = TinyLM(lm.model, lm.tokenizer, batch_size=max(64, *batches),
-                    suppress_ids=printable_suppress_ids(lm.tokenizer))
-    cfg = DialogueConfig(max_turns=a.turns, max_new_tokens=a.max_new_tokens, temperature=1.0)
-    n_max = max(max(b, min(a.episodes, b * a.chunks)) for b in batches)
-    tasks = sample_tasks(a.family, max(n_max, a.naive_episodes), seed=a.seed, difficulty=a.difficulty)
-    common = {"bench": "rollout", "model": Path(a.model).name if a.model else f"tinylm-{a.size}", "params": lm.n_params,
-              "turns": a.turns, "max_new_tokens": a.max_new_tokens, "threads": torch.get_num_threads()}
-    engine = DidacticEnv(lm, ScriptedTeacher(), cfg)
-    engine.run(tasks[:2], seed=a.seed)  # warm-up
-    naive = _rollout_rate(DidacticEnv(NaiveGenerateStudent(lm), ScriptedTeacher(), cfg),
-                          tasks[:a.naive_episodes], 1, lm.tokenizer, a.seed)
-    print(json.dumps({**common, "setting": "naive-generate", "batch": 1, **naive}), flush=True)
-    rates = {}
-    for b in batches:
-        r = _rollout_rate(engine, tasks[:max(b, min(a.episodes, b * a.chunks))], b, lm.tokenizer, a.seed)
-        rates[b] = (r["episodes_per_s"], r["episodes_per_cpu_s"])
-        print(json.dumps({**common, "setting": "engine", "batch": b, **r}), flush=True)
-    b = max(batches)
-    largest = tasks[:max(b, min(a.episodes, b * a.chunks))]  # the largest batch's episodes, for the variants below
-    nore = DidacticEnv(lm, ScriptedTeacher(), DialogueConfig(**{**asdict(cfg), "reuse_cache": False}))
-    r = _rollout_rate(nore, largest, b, lm.tokenizer, a.seed)
-    print(json.dumps({**common, "setting": "engine-no-cache-reuse", "batch": b, **r}), flush=True)
-    with mock.patch.object(KVSession, "min_rows", 1 << 30):  # rows that finished their turn are fed to its end
-        every = _rollout_rate(engine, largest, b, lm.tokenizer, a.seed)
-    print(json.dumps({**common, "setting": "engine-feed-every-row", "batch": b, **every}), flush=True)
-    # wall-clock ratios, and CPU-time ratios (steadier when other processes share the cores)
-    wall, cpu = naive["episodes_per_s"], naive["episodes_per_cpu_s"]
-    print(json.dumps({"bench": "rollout", "setting": "ratio", "naive_episodes_per_s": wall,
-                      **{f"engine_b{k}_over_naive": round(v[0] / wall, 2) for k, v in rates.items()},
-                      f"no_reuse_b{b}_over_naive": round(r["episodes_per_s"] / wall, 2),
-                      **{f"engine_b{k}_over_naive_cpu": round(v[1] / cpu, 2) for k, v in rates.items()},
-                      f"no_reuse_b{b}_over_naive_cpu": round(r["episodes_per_cpu_s"] / cpu, 2),
-                      f"engine_b{b}_over_feed_every_row_cpu": round(rates[b][1] / every["episodes_per_cpu_s"], 2)}))
-    return 0

@@ -5,10 +5,7 @@
 # %% ../../../nbs/core/20_games.ipynb #afc0304c
 from __future__ import annotations
 
-import itertools
-import json
 import random
-import time
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +14,7 @@ from torch import Tensor
 # %% auto #0
 __all__ = ['GAMES', 'check_game', 'payoff_table', 'joint_actions', 'joint_rewards', 'first_person_index', 'NPlayerGame',
            'transition_matrix', 'discounted_visitation', 'exact_values', 'sample_returns', 'openspiel_crosscheck',
-           'IPDMatrixGrid', 'CoinGame', 'PyNPlayerGame', 'PyCoinGame', 'bench_games']
+           'IPDMatrixGrid', 'CoinGame', 'PyNPlayerGame', 'PyCoinGame']
 
 # %% ../../../nbs/core/20_games.ipynb #76e7ca16
 GAMES = ("ipd", "chicken", "stag")
@@ -328,37 +325,3 @@ class PyCoinGame:
         r[self.color] -= 2 * on[1 - self.color]
         if any(on): self._respawn()
         return r
-
-# %% ../../../nbs/core/20_games.ipynb #0357dd64
-def _rate(fn, n_steps: int, n_envs: int) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return n_steps * n_envs / (time.perf_counter() - t0)
-
-def bench_games(argv: list[str]) -> int:
-    "Env steps/s of the batched games vs plain Python loops over the same number of envs; one JSON line per setting."
-    import argparse
-    ap = argparse.ArgumentParser(prog="agora bench games")
-    ap.add_argument("--envs", type=int, default=4096, help="environments stepped together")
-    ap.add_argument("--steps", type=int, default=50, help="steps per timing")
-    a = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    gen, rng = torch.Generator().manual_seed(0), random.Random(0)
-    for n in (2, 3, 5):
-        env, py = NPlayerGame("ipd", n, a.steps), PyNPlayerGame("ipd", n)
-        acts = torch.randint(0, 2, (a.steps, a.envs, n), generator=gen)
-        env.reset((a.envs,))
-        batched = _rate(lambda: [env.step(acts[t]) for t in range(a.steps)], a.steps, a.envs)
-        acts_l = acts.tolist()
-        loop = _rate(lambda: [py.step(x) for t in range(a.steps) for x in acts_l[t]], a.steps, a.envs)
-        print(json.dumps({"game": f"ipd_n{n}", "envs": a.envs, "batched_steps_per_s": round(batched),
-                          "python_steps_per_s": round(loop), "ratio": round(batched / loop, 1)}))
-    cg = CoinGame(3, a.steps)
-    cg.reset(a.envs, gen)
-    acts = torch.randint(0, 4, (a.steps, a.envs, 2), generator=gen)
-    batched = _rate(lambda: [cg.step(acts[t]) for t in range(a.steps)], a.steps, a.envs)
-    pys, acts_l = [PyCoinGame(3, rng) for _ in range(a.envs)], acts.tolist()
-    loop = _rate(lambda: [p.step(x) for t in range(a.steps) for p, x in zip(pys, acts_l[t])], a.steps, a.envs)
-    print(json.dumps({"game": "coingame_3x3", "envs": a.envs, "batched_steps_per_s": round(batched),
-                      "python_steps_per_s": round(loop), "ratio": round(batched / loop, 1)}))
-    return 0

@@ -6,7 +6,12 @@
 from __future__ import annotations
 
 import ast
+import io
 import json
+import operator
+import re
+import tokenize
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +20,9 @@ import yaml
 from .paths import PROFILES, papers_dir
 
 # %% auto #0
-__all__ = ['RESERVED', 'InputError', 'notebook_parameters', 'check_value', 'read_yaml', 'profile_path', 'available_profiles',
-           'load_profile', 'resolve_parameters']
+__all__ = ['RESERVED', 'InputError', 'notebook_parameters', 'check_value', 'ParamRange', 'parse_range', 'range_error',
+           'parameter_ranges', 'check_range', 'read_yaml', 'profile_path', 'available_profiles', 'load_profile',
+           'resolve_parameters']
 
 # %% ../../../nbs/core/02_profiles.ipynb #010b5991
 class InputError(ValueError):
@@ -24,18 +30,26 @@ class InputError(ValueError):
 
 RESERVED = ("profile",)  # parameters the runner injects itself; a profile file may not set them
 
-def notebook_parameters(path: Path | str) -> dict[str, Any]:
-    "The defaults in the cell tagged `parameters` of notebook `path`, as `{name: value}` (literals only)."
-    path = Path(path)
+def _parameters_source(path: Path) -> str:
+    "The source of the cell tagged `parameters` of notebook `path` (empty if it has none)."
     try: nb = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e: raise InputError(f"cannot read notebook {path}: {e}") from e
     cells = [c for c in nb.get("cells", []) if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if not cells: return {}
-    src = "".join(cells[0]["source"]) if isinstance(cells[0]["source"], list) else cells[0]["source"]
-    params = {}
-    for node in ast.parse(src).body:
+    if not cells: return ""
+    return "".join(cells[0]["source"]) if isinstance(cells[0]["source"], list) else cells[0]["source"]
+
+def _assignments(path: Path) -> list[ast.Assign]:
+    "The `name = literal` statements of the parameters cell; `InputError` for anything else."
+    nodes = ast.parse(_parameters_source(path)).body
+    for node in nodes:
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
             raise InputError(f"{path.name}: the parameters cell may only hold `name = literal` lines")
+    return nodes
+
+def notebook_parameters(path: Path | str) -> dict[str, Any]:
+    "The defaults in the cell tagged `parameters` of notebook `path`, as `{name: value}` (literals only)."
+    path, params = Path(path), {}
+    for node in _assignments(path):
         try: params[node.targets[0].id] = ast.literal_eval(node.value)
         except ValueError as e: raise InputError(f"{path.name}: parameter {node.targets[0].id} is not a literal") from e
     return params
@@ -53,9 +67,65 @@ def _type_ok(value: Any, default: Any) -> bool:
 
 def check_value(name: str, value: Any, default: Any, where: str) -> None:
     "Raise `InputError` unless `value` has the type of the default of parameter `name` in `where`."
+    if isinstance(default, (list, tuple)) and default and isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):  # name the element at fault, not the list
+            if not _type_ok(v, default[0]):
+                raise InputError(f"{where}: parameter {name}[{i}] = {v!r} has type {type(v).__name__}, expected "
+                                 f"{type(default[0]).__name__} like the elements of its default {default!r}")
     if not _type_ok(value, default):
         raise InputError(f"{where}: parameter {name} = {value!r} has type {type(value).__name__}, "
                          f"expected {type(default).__name__} like its default {default!r}")
+
+# %% ../../../nbs/core/02_profiles.ipynb #3bc7a4f2
+_OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+
+@dataclass(frozen=True)
+class ParamRange:
+    "What a parameter's value (each element, for a list) must satisfy; declared as `{>= 1}` at the end of its comment."
+    bounds: tuple[tuple[str, float], ...] = ()  # (operator, number) pairs, all of which must hold
+    non_empty: bool = False                     # a list parameter must have at least one element
+
+    def __str__(self) -> str:
+        return "{" + ", ".join((["non-empty"] if self.non_empty else []) + [f"{o} {v:g}" for o, v in self.bounds]) + "}"
+
+def parse_range(spec: str) -> ParamRange:
+    "A range from its declaration, e.g. `non-empty, >= 0` or `> 0, <= 2`."
+    bounds, non_empty = [], False
+    for part in (p.strip() for p in spec.split(",")):
+        m = re.fullmatch(r"(>=|<=|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)", part)
+        if part == "non-empty": non_empty = True
+        elif m: bounds.append((m[1], float(m[2])))
+        else: raise InputError(f"range {{{spec}}}: {part!r} is not one of `>= x`, `> x`, `<= x`, `< x`, `non-empty`")
+    return ParamRange(tuple(bounds), non_empty)
+
+def range_error(value: Any, r: ParamRange) -> str | None:
+    "Why `value` lies outside `r`, or None; a list's elements are checked one by one (NaN is outside any bound)."
+    seq = isinstance(value, (list, tuple))
+    if r.non_empty and seq and not value: return "it must be non-empty"
+    for i, x in enumerate(value if seq else [value]):
+        for op, v in r.bounds:
+            if not (isinstance(x, (int, float)) and _OPS[op](x, v)):
+                return f"{f'element {i} ({x!r})' if seq else 'it'} must be {op} {v:g}"
+    return None
+
+def parameter_ranges(path: Path | str) -> dict[str, ParamRange]:
+    "The ranges declared in the comments of the parameters cell of notebook `path`, as `{name: ParamRange}`."
+    path = Path(path)
+    src, nodes = _parameters_source(path), _assignments(path)
+    comments = {t.start[0]: t.string for t in tokenize.generate_tokens(io.StringIO(src).readline)
+                if t.type == tokenize.COMMENT}
+    out = {}
+    for node in nodes:
+        m = re.search(r"\{([^{}]*)\}\s*$", comments.get(node.end_lineno, ""))
+        if m:
+            try: out[node.targets[0].id] = parse_range(m[1])
+            except InputError as e: raise InputError(f"{path.name}: parameter {node.targets[0].id}: {e}") from None
+    return out
+
+def check_range(name: str, value: Any, r: ParamRange, where: str) -> None:
+    "Raise `InputError` naming parameter `name` and its range unless `value` lies inside `r`."
+    if (why := range_error(value, r)) is not None:
+        raise InputError(f"{where}: parameter {name} = {value!r} is outside its range {r}: {why}")
 
 # %% ../../../nbs/core/02_profiles.ipynb #068f076a
 def read_yaml(path: Path) -> dict:
@@ -94,6 +164,9 @@ def resolve_parameters(slug: str, profile: str, notebooks: list[Path], root: Pat
     shared, per_nb = load_profile(slug, profile, root)
     where = str(profile_path(slug, profile, root))
     declared = {nb.stem: notebook_parameters(nb) for nb in notebooks}
+    ranges = {nb.stem: parameter_ranges(nb) for nb in notebooks}
+    for nb in notebooks:  # a notebook's own defaults must lie inside its ranges
+        for k, r in ranges[nb.stem].items(): check_range(k, declared[nb.stem][k], r, f"{nb.name} (default)")
     for name in per_nb:
         if name not in declared: raise InputError(f"{where}: unknown notebook {name!r}; valid: {', '.join(declared)}")
     all_names = sorted({k for d in declared.values() for k in d if k not in RESERVED})
@@ -108,7 +181,9 @@ def resolve_parameters(slug: str, profile: str, notebooks: list[Path], root: Pat
             if k not in defaults: raise InputError(
                 f"{where}: notebook {stem} has no parameter {k!r}; valid: {', '.join(sorted(defaults))}")
         params = {k: v for k, v in {**shared, **own}.items() if k in defaults}
-        for k, v in params.items(): check_value(k, v, defaults[k], f"{where} ({stem})")
+        for k, v in params.items():
+            check_value(k, v, defaults[k], f"{where} ({stem})")
+            if k in ranges[stem]: check_range(k, v, ranges[stem][k], f"{where} ({stem})")
         if "profile" in defaults: params["profile"] = profile
         out[stem] = params
     return out

@@ -5,49 +5,69 @@
 # %% ../../../nbs/core/07_reproduce.ipynb #0137aead
 from __future__ import annotations
 
+import ctypes
 import fnmatch
 import hashlib
 import json
 import os
 import platform
+import signal
+import subprocess
 import sys
+import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
-from unittest import mock
 
 from .claims import PaperCard, list_papers, load_card
 from .paths import check_profile, find_root, run_dir, runs_dir
 from .profiles import InputError, resolve_parameters
 
 # %% auto #0
-__all__ = ['NotebookJob', 'plan', 'notebook_fingerprint', 'code_fingerprint', 'job_keys', 'NotebookRun', 'kernel_env',
-           'run_notebook', 'run_paper', 'reproduce', 'summary_table']
+__all__ = ['NotebookJob', 'dependency_order', 'plan', 'notebook_fingerprint', 'code_fingerprint', 'read_state', 'write_state',
+           'job_key', 'NotebookRun', 'kernel_env', 'execute_child', 'stop_all', 'run_notebook', 'run_paper',
+           'Interrupted', 'status_line', 'reproduce', 'summary_table']
 
 # %% ../../../nbs/core/07_reproduce.ipynb #25c71355
 @dataclass
 class NotebookJob:
-    "One notebook to execute: which paper, where it is, the parameters papermill injects."
+    "One notebook to execute: which paper, where it is, the parameters papermill injects, what it reads."
     slug: str
     path: Path
     params: dict
+    upstream: list[str] = field(default_factory=list)  # stems of the paper's notebooks that run before this one
+    reads: list[str] = field(default_factory=list)     # other papers whose outputs the paper reads (paper.yaml)
 
     @property
     def name(self) -> str: return f"{self.slug}/{self.path.stem}"
+
+def dependency_order(cards: list[PaperCard]) -> list[PaperCard]:
+    "`cards` reordered so that a paper comes after the papers it `reads` (stable otherwise); a cycle is an `InputError`."
+    by_slug, done, out = {c.slug: c for c in cards}, set(), []
+    def visit(c: PaperCard, path: tuple[str, ...]) -> None:
+        if c.slug in done: return
+        if c.slug in path: raise InputError(f"papers read each other in a cycle: {' -> '.join((*path, c.slug))}")
+        for s in c.reads:
+            if s in by_slug: visit(by_slug[s], (*path, c.slug))
+        done.add(c.slug); out.append(c)
+    for c in cards: visit(c, ())
+    return out
 
 def plan(papers: list[str] | None, profile: str, only: str | None = None,
          root: Path | None = None) -> dict[str, list[NotebookJob]]:
     "Validated jobs per paper (all papers if `papers` is empty), filtered by the glob `only` on notebook names."
     try: check_profile(profile)
     except ValueError as e: raise InputError(str(e)) from None
-    cards = [load_card(s, root) for s in (papers or list_papers(root))]
+    cards = dependency_order([load_card(s, root) for s in (papers or list_papers(root))])
     out = {}
     for card in cards:
         paths = card.notebook_paths(root)
         params = resolve_parameters(card.slug, profile, paths, root)
-        jobs = [NotebookJob(card.slug, p, params[p.stem]) for p in paths]
+        jobs = [NotebookJob(card.slug, p, params[p.stem], [q.stem for q in paths[:i]], list(card.reads))
+                for i, p in enumerate(paths)]
         if only: jobs = [j for j in jobs if fnmatch.fnmatch(j.path.stem, only) or fnmatch.fnmatch(j.name, only)]
         if jobs: out[card.slug] = jobs
     if only and not out: raise InputError(f"--only {only!r} matches no notebook of {', '.join(c.slug for c in cards)}")
@@ -72,13 +92,29 @@ def code_fingerprint() -> str:
     pkg = Path(agora.__file__).parent
     return _sha(*(f"{p.relative_to(pkg)}\n{p.read_text()}" for p in sorted(pkg.rglob("*.py"))))
 
-def job_keys(jobs: list[NotebookJob], code: str) -> list[str]:
-    "Chained change keys of a paper's jobs in run order."
-    keys, prev = [], ""
-    for j in jobs:
-        prev = _sha(prev, code, notebook_fingerprint(j.path), json.dumps(j.params, sort_keys=True))
-        keys.append(prev)
-    return keys
+def _state_path(slug: str, profile: str, root: Path) -> Path: return run_dir(slug, profile, root) / "state.json"
+
+def read_state(slug: str, profile: str, root: Path) -> dict[str, dict]:
+    "Completed runs of a paper's notebooks, `{stem: {'key', 'run'}}` (missing, unreadable or old-format entries dropped)."
+    try: d = json.loads(_state_path(slug, profile, root).read_text())
+    except (OSError, ValueError): return {}
+    return {k: v for k, v in d.items() if isinstance(v, dict) and isinstance(v.get("key"), str) and "run" in v} \
+        if isinstance(d, dict) else {}
+
+def write_state(slug: str, profile: str, root: Path, state: dict[str, dict]) -> None:
+    "Replace a paper's state file atomically (an interrupt leaves the old file or the new one)."
+    p = _state_path(slug, profile, root)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
+    tmp.replace(p)
+
+def job_key(job: NotebookJob, profile: str, root: Path, code: str, state: dict[str, dict]) -> str:
+    "The change key of `job`: code, notebook source and parameters, and the run ids of everything it reads."
+    upstream = [(s, state.get(s, {}).get("run")) for s in job.upstream]
+    others = [(p, sorted((s, e["run"]) for s, e in read_state(p, profile, root).items())) for p in job.reads]
+    return _sha(code, notebook_fingerprint(job.path), json.dumps(job.params, sort_keys=True),
+                json.dumps([upstream, others]))
 
 # %% ../../../nbs/core/07_reproduce.ipynb #e981a736
 @dataclass
@@ -92,16 +128,16 @@ class NotebookRun:
     output: str = ""    # the executed notebook
 
 def kernel_env(root: Path, threads: int | None = None) -> dict[str, str]:
-    "Environment for notebook kernels: a kernelspec of this interpreter on JUPYTER_PATH, the repo root pinned."
+    "Environment for notebook kernels: this interpreter's kernelspec on JUPYTER_PATH, the repo root pinned, threads set."
     kdir = runs_dir(root) / ".jupyter" / "kernels" / "agora"
     kdir.mkdir(parents=True, exist_ok=True)
     spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             "display_name": "agora", "language": "python"}
     (kdir / "kernel.json").write_text(json.dumps(spec, indent=1))
-    env = {"JUPYTER_PATH": os.pathsep.join([str(kdir.parent.parent), os.environ.get("JUPYTER_PATH", "")]).rstrip(os.pathsep),
-           "AGORA_ROOT": str(root), "MPLBACKEND": "Agg", "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
-    if threads: env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    return env
+    n = str(threads or os.cpu_count() or 1)
+    return {"JUPYTER_PATH": os.pathsep.join([str(kdir.parent.parent), os.environ.get("JUPYTER_PATH", "")]).rstrip(os.pathsep),
+            "AGORA_ROOT": str(root), "MPLBACKEND": "Agg", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+            "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}
 
 def _describe_failure(e: BaseException, executed: Path) -> str:
     "One line: the failing cell (1-based, as in the source notebook, with its first line) and the exception."
@@ -116,45 +152,90 @@ def _describe_failure(e: BaseException, executed: Path) -> str:
     first = next((l.strip() for l in ("".join(src) if isinstance(src, list) else src).splitlines() if l.strip()), "")
     return f"cell {idx + 1} ({first[:40]}): {e.ename}: {str(e.evalue).splitlines()[0] if e.evalue else ''}"
 
-def run_notebook(job: NotebookJob, profile: str, root: Path) -> NotebookRun:
-    "Execute one notebook with papermill; a failure is recorded, never raised."
+# %% ../../../nbs/core/07_reproduce.ipynb #740f0971
+def _die_with_parent(parent: int) -> None:
+    "Ask Linux to SIGKILL this process when its parent dies; exit now if the parent is already gone."
+    try: ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError): pass  # elsewhere the kernel's parent poller still ends the kernel
+    if os.getppid() != parent: os._exit(1)
+
+def execute_child(args: dict) -> None:
+    "The child process: execute one notebook with papermill and write `{status, error}` to `args['result']`."
+    _die_with_parent(args["parent"])
     import papermill as pm
-    out = run_dir(job.slug, profile, root) / job.path.name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(job.path), str(out), parameters=job.params, kernel_name="agora",
-                            cwd=str(job.path.parent), progress_bar=False, log_output=False)
-        status, err = "ok", ""
+        pm.execute_notebook(args["input"], args["output"], parameters=args["params"], kernel_name="agora",
+                            cwd=args["cwd"], progress_bar=False, log_output=False)
+        outcome = {"status": "ok", "error": ""}
     except Exception as e:  # noqa: BLE001 - any failure of a notebook is reported, the batch goes on
-        status, err = "failed", _describe_failure(e, out)
-    return NotebookRun(job.slug, job.path.stem, status, round(time.perf_counter() - t0, 1), err, str(out))
+        outcome = {"status": "failed", "error": _describe_failure(e, Path(args["output"]))}
+    Path(args["result"]).write_text(json.dumps(outcome))
+
+_STOP = threading.Event()                  # set by an interrupt: no further notebook starts
+_CHILDREN: set[subprocess.Popen] = set()   # notebook processes running now
+_CHILDREN_LOCK = threading.Lock()
+
+def _kill(proc: subprocess.Popen) -> None:
+    try: os.killpg(proc.pid, signal.SIGKILL)  # the child leads its own session: its group goes with it
+    except ProcessLookupError: pass
+
+def stop_all() -> None:
+    "Stop every running notebook (an interrupt): they are recorded as failed, and no further notebook starts."
+    _STOP.set()
+    with _CHILDREN_LOCK:
+        for p in list(_CHILDREN): _kill(p)
+
+def run_notebook(job: NotebookJob, profile: str, root: Path, env: dict[str, str] | None = None) -> NotebookRun:
+    "Execute one notebook with papermill in a child process; a failure is recorded, never raised."
+    d = run_dir(job.slug, profile, root)
+    out, log, result = d / job.path.name, d / "logs" / f"{job.path.stem}.log", d / "logs" / f"{job.path.stem}.result.json"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    result.unlink(missing_ok=True)
+    args = {"input": str(job.path), "output": str(out), "params": job.params, "cwd": str(job.path.parent),
+            "result": str(result), "parent": os.getpid()}
+    cmd = [sys.executable, "-c", "import json, sys; from agora.core.reproduce import execute_child; "
+           "execute_child(json.loads(sys.argv[1]))", json.dumps(args)]
+    t0 = time.perf_counter()
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or kernel_env(root))}, start_new_session=True)
+        with _CHILDREN_LOCK: _CHILDREN.add(proc)
+        try: rc = proc.wait()
+        except KeyboardInterrupt:  # Ctrl-C while this thread waits: stop everything, record this one as failed
+            stop_all(); rc = proc.wait()
+        finally:
+            with _CHILDREN_LOCK: _CHILDREN.discard(proc)
+    secs = round(time.perf_counter() - t0, 1)
+    if result.is_file():
+        o = json.loads(result.read_text())
+        return NotebookRun(job.slug, job.path.stem, o["status"], secs, o["error"], str(out))
+    why = "interrupted" if _STOP.is_set() else f"the notebook process died (exit code {rc}); see {log}"
+    return NotebookRun(job.slug, job.path.stem, "failed", secs, why, str(out))
 
 # %% ../../../nbs/core/07_reproduce.ipynb #db4e22fd
-def _state_path(slug: str, profile: str, root: Path) -> Path: return run_dir(slug, profile, root) / "state.json"
-
 def run_paper(jobs: list[NotebookJob], profile: str, root: Path, force: bool = False,
-              on_done: Callable[[NotebookRun], None] | None = None, threads: int | None = None) -> list[NotebookRun]:
+              on_done: Callable[[NotebookRun], None] | None = None, threads: int | None = None,
+              on_start: Callable[[NotebookJob], None] | None = None) -> list[NotebookRun]:
     "Run one paper's jobs in order, skipping unchanged ones unless `force`; report each through `on_done`."
-    with mock.patch.dict(os.environ, kernel_env(root, threads)):  # the kernels inherit it; restored afterwards
-        slug = jobs[0].slug
-        sp = _state_path(slug, profile, root)
-        state = json.loads(sp.read_text()) if sp.is_file() else {}
-        runs = []
-        for job, key in zip(jobs, job_keys(jobs, code_fingerprint())):
-            out = run_dir(slug, profile, root) / job.path.name
-            if not force and state.get(job.path.stem) == key and out.is_file():
-                r = NotebookRun(slug, job.path.stem, "skipped", 0.0, "", str(out))
-            else:
-                state.pop(job.path.stem, None)
-                r = run_notebook(job, profile, root)
-                if r.status == "ok": state[job.path.stem] = key
-                sp.parent.mkdir(parents=True, exist_ok=True)
-                sp.write_text(json.dumps(state, indent=1, sort_keys=True))
-                _write_meta(r, job, profile, root)
-            runs.append(r)
-            if on_done: on_done(r)
-        return runs
+    slug, code, env = jobs[0].slug, code_fingerprint(), kernel_env(root, threads)
+    state, runs = read_state(slug, profile, root), []
+    for job in jobs:
+        if _STOP.is_set(): break
+        key, out = job_key(job, profile, root, code, state), run_dir(slug, profile, root) / job.path.name
+        if not force and state.get(job.path.stem, {}).get("key") == key and out.is_file():
+            r = NotebookRun(slug, job.path.stem, "skipped", 0.0, "", str(out))
+        else:
+            state.pop(job.path.stem, None)
+            write_state(slug, profile, root, state)  # before it runs: an interrupted run is never "done"
+            if on_start: on_start(job)
+            r = run_notebook(job, profile, root, env)
+            if r.status == "ok":
+                state[job.path.stem] = {"key": key, "run": uuid.uuid4().hex}
+                write_state(slug, profile, root, state)
+            _write_meta(r, job, profile, root)
+        runs.append(r)
+        if on_done: on_done(r)
+    return runs
 
 def _write_meta(r: NotebookRun, job: NotebookJob, profile: str, root: Path) -> None:
     from agora.core.results import write_run_meta
@@ -162,33 +243,61 @@ def _write_meta(r: NotebookRun, job: NotebookJob, profile: str, root: Path) -> N
                    "host": platform.node(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, root)
 
 # %% ../../../nbs/core/07_reproduce.ipynb #4bffdf8f
-def _paper_job(args) -> list[NotebookRun]:
-    jobs, profile, root, force, queue, threads = args
-    return run_paper(jobs, profile, root, force, on_done=queue.put, threads=threads)
+class Interrupted(KeyboardInterrupt):
+    "A run stopped by Ctrl-C; `runs` holds every notebook finished or stopped so far."
+    def __init__(self, runs: list[NotebookRun]):
+        super().__init__("interrupted"); self.runs = runs
+
+def status_line(r: NotebookRun) -> str:
+    "One line for a finished notebook: name, status, seconds, and the error of a failure."
+    return f"{r.slug}/{r.notebook}  {r.status}  {r.seconds:.1f} s" + (f"  {r.error}" if r.error else "")
+
+def _run_papers(planned: dict[str, list[NotebookJob]], profile: str, root: Path, force: bool, jobs: int,
+                on_start: Callable, on_done: Callable) -> list[NotebookRun]:
+    "Run the planned papers, `jobs` at a time, each after the papers it reads."
+    if jobs == 1 or len(planned) == 1:
+        return [r for js in planned.values() for r in run_paper(js, profile, root, force, on_done, None, on_start)]
+    n = min(jobs, len(planned))
+    threads = max(1, (os.cpu_count() or 1) // n)
+    futs = {}
+    def paper(js: list[NotebookJob]) -> list[NotebookRun]:
+        for s in js[0].reads:
+            if s in futs: futs[s].result()
+        return run_paper(js, profile, root, force, on_done, threads, on_start)
+    with ThreadPoolExecutor(n) as ex:  # submitted in dependency order, so a waiting paper's inputs already run
+        for slug, js in planned.items(): futs[slug] = ex.submit(paper, js)
+        try:
+            for f in futs.values(): f.exception()
+        except KeyboardInterrupt:
+            stop_all()
+            for f in futs.values(): f.exception()
+    return [r for f in futs.values() for r in f.result()]
 
 def reproduce(papers: list[str] | None = None, profile: str = "cpu", jobs: int = 1, only: str | None = None,
               force: bool = False, root: Path | None = None, progress: bool = True) -> list[NotebookRun]:
-    "Run the notebooks of `papers` (default: all) under `profile`; returns one `NotebookRun` per notebook."
+    "Run the notebooks of `papers` (default: all) under `profile`; one `NotebookRun` per notebook, or `Interrupted`."
     from tqdm.auto import tqdm
     root = Path(root or find_root())
     planned = plan(papers, profile, only, root)
     if jobs < 1: raise InputError(f"--jobs must be >= 1, got {jobs}")
     total = sum(len(v) for v in planned.values())
-    bar = tqdm(total=total, desc=f"reproduce ({profile})", unit="nb", disable=not progress or total == 0)
-    def tick(r: NotebookRun):
-        bar.update(1); bar.set_postfix_str(f"{r.slug}/{r.notebook}: {r.status}")
-    runs: list[NotebookRun] = []
-    if jobs == 1 or len(planned) == 1:
-        for js in planned.values(): runs += run_paper(js, profile, root, force, tick)
-    else:
-        import multiprocessing as mp
-        threads = max(1, (os.cpu_count() or 1) // min(jobs, len(planned)))
-        with mp.Manager() as m, ProcessPoolExecutor(max_workers=min(jobs, len(planned))) as ex:
-            q = m.Queue()
-            futs = [ex.submit(_paper_job, (js, profile, root, force, q, threads)) for js in planned.values()]
-            for _ in range(total): tick(q.get())
-            for f in futs: runs += f.result()
-    bar.close()
+    bar = tqdm(total=total, desc=f"reproduce ({profile})", unit="nb",
+               disable=not progress or total == 0 or not sys.stderr.isatty())
+    lock, running = threading.Lock(), []
+    def on_start(j: NotebookJob):
+        with lock: running.append(j.name); bar.set_postfix_str("running " + ", ".join(running))
+    def on_done(r: NotebookRun):
+        with lock:
+            name = f"{r.slug}/{r.notebook}"
+            if name in running: running.remove(name)
+            if progress and r.error != "interrupted": tqdm.write(status_line(r), file=sys.stderr)  # said once at the end
+            bar.update(1); bar.set_postfix_str("running " + ", ".join(running) if running else "")
+    _STOP.clear()
+    try: runs = _run_papers(planned, profile, root, force, jobs, on_start, on_done)
+    except KeyboardInterrupt:  # between notebooks, or while the threads were being started
+        stop_all(); runs = []
+    finally: bar.close()
+    if _STOP.is_set(): raise Interrupted(runs)
     return runs
 
 def summary_table(runs: list[NotebookRun]) -> str:

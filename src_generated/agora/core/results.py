@@ -15,6 +15,7 @@ from filelock import FileLock
 from scipy import stats
 
 from .paths import check_profile, results_path, run_dir
+from .profiles import InputError
 
 # %% auto #0
 __all__ = ['mean_ci', 'wilson_ci', 'rate_ci', 'summarize', 'read_results', 'record_metrics', 'metric_values', 'write_run_meta']
@@ -63,7 +64,12 @@ def read_results(slug: str, profile: str, root: Path | None = None) -> dict:
     "The results file of `slug` under `profile`: `{'paper', 'profile', 'metrics': {name: entry}}` (empty metrics if none)."
     p = results_path(slug, profile, root)
     if not p.is_file(): return {"paper": slug, "profile": profile, "metrics": {}}
-    return json.loads(p.read_text())
+    try: res = json.loads(p.read_text())
+    except ValueError as e: raise InputError(f"{p}: not a valid JSON results file ({str(e).splitlines()[0]})") from None
+    ok = isinstance(res, dict) and isinstance(res.get("metrics"), dict) and all(
+        isinstance(v, dict) and isinstance(v.get("values"), list) for v in res["metrics"].values())
+    if not ok: raise InputError(f"{p}: not a results file (expected {{\"metrics\": {{name: {{\"values\": [...], ...}}}}}})")
+    return res
 
 def _dump(obj: dict) -> str:
     return json.dumps(obj, indent=1, sort_keys=True) + "\n"

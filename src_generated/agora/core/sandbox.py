@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -21,7 +20,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['UNSAFE_ENV', 'SANDBOX_UID', 'HARNESS', 'SandboxUnavailable', 'SandboxResult', 'bwrap_path', 'sandbox_python',
-           'sandbox_status', 'sandbox_available', 'run_batch', 'run_python', 'run_many', 'bench_sandbox']
+           'sandbox_status', 'sandbox_available', 'run_batch', 'run_python', 'run_many']
 
 # %% ../../../nbs/core/14_sandbox.ipynb #f0e19556
 UNSAFE_ENV = "AGORA_ALLOW_UNSANDBOXED"  # set to 1 to run code without bubblewrap (only rlimits then)
@@ -380,16 +379,3 @@ def run_many(jobs: list[tuple[str, list[str]]],  # (source, tests) pairs
     if len(chunks) <= 1 or workers == 1: return [r for c in chunks for r in run_batch(c, **kw)]
     with ThreadPoolExecutor(workers) as ex:
         return [r for rs in ex.map(lambda c: run_batch(c, **kw), chunks) for r in rs]
-
-def bench_sandbox(argv: list[str]) -> int:
-    "Benchmark: programs per second, one sandbox per program vs batched (one JSON line each)."
-    n = int(argv[0]) if argv else 64
-    jobs = [(f"def f(x):\n    return x + {i}", [f"assert f(1) == {i + 1}"]) for i in range(n)]
-    for mode, batch_size in (("one_per_sandbox", 1), ("batched", 32)):
-        t0 = time.perf_counter()
-        res = run_many(jobs, batch_size=batch_size)
-        dt = time.perf_counter() - t0
-        print(json.dumps(dict(bench="sandbox", mode=mode, programs=n, workers=os.cpu_count(),
-                              sandboxed=res[0].sandboxed, all_passed=all(r.passed for r in res),
-                              programs_per_s=round(n / dt, 1))))
-    return 0
