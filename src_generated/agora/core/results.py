@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 from filelock import FileLock
@@ -18,7 +19,8 @@ from .paths import check_profile, results_path, run_dir
 from .profiles import InputError
 
 # %% auto #0
-__all__ = ['mean_ci', 'wilson_ci', 'rate_ci', 'summarize', 'read_results', 'record_metrics', 'metric_values', 'write_run_meta']
+__all__ = ['mean_ci', 'wilson_ci', 'rate_ci', 'summarize', 'read_results', 'record_metrics', 'metric_values', 'Results',
+           'load_results', 'write_run_meta']
 
 # %% ../../../nbs/core/03_results.ipynb #7b946b1c
 def _round(x: float, sig: int = 6) -> float | None:
@@ -98,6 +100,43 @@ def metric_values(results: dict, name: str) -> np.ndarray:
     "Per-seed values of metric `name` in a results dict (KeyError naming the known metrics if absent)."
     try: return np.asarray(results["metrics"][name]["values"], dtype=float)
     except KeyError: raise KeyError(f"no metric {name!r}; known: {', '.join(results['metrics']) or '(none)'}") from None
+
+# %% ../../../nbs/core/03_results.ipynb #4081c75b
+@dataclass
+class Results:
+    "A paper's saved metrics under one profile, read by name: per-seed values, mean and 95% CI."
+    slug: str
+    profile: str
+    data: dict                                           # the results file, as `read_results` returns it
+    rates: dict[str, int] = field(default_factory=dict)  # metric-name prefix -> trials per seed of a success rate
+
+    def __contains__(self, name: str) -> bool: return name in self.data["metrics"]
+    def __iter__(self) -> Iterator[str]: return iter(self.data["metrics"])
+
+    def values(self, name: str) -> np.ndarray:
+        "Per-seed values of metric `name` (KeyError naming the known metrics if absent)."
+        return metric_values(self.data, name)
+
+    def interval(self, name: str) -> tuple[float, float, float]:
+        "Mean and 95% CI over the finite per-seed values: `rate_ci` for a prefix in `rates`, else `mean_ci` (NaNs if none)."
+        v = self.values(name)
+        v = v[np.isfinite(v)]
+        if not v.size: return math.nan, math.nan, math.nan
+        n_trials = next((n for prefix, n in self.rates.items() if name.startswith(prefix)), None)
+        return rate_ci(v, n_trials) if n_trials else mean_ci(v)
+
+    def errors(self, name: str) -> tuple[float, float, float]:
+        "Mean and the CI's extent below and above it (matplotlib's `yerr`)."
+        m, lo, hi = self.interval(name)
+        return m, m - lo, hi - m
+
+def load_results(slug: str, profile: str, root: Path | None = None) -> Results:
+    "The results of `slug` under `profile` for figures; FileNotFoundError naming the file and the command that writes it."
+    p = results_path(slug, profile, root)
+    if not p.is_file():
+        raise FileNotFoundError(f"no {profile} results of {slug}: {p} is missing; "
+                                f"run `agora reproduce --paper {slug} --profile {profile}` first")
+    return Results(slug, profile, read_results(slug, profile, root))
 
 # %% ../../../nbs/core/03_results.ipynb #d687de5b
 def write_run_meta(slug: str, profile: str, name: str, meta: dict, root: Path | None = None) -> Path:

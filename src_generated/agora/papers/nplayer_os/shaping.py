@@ -13,11 +13,11 @@ from tqdm.auto import tqdm
 
 from ...core.games import check_game, first_person_index, joint_actions, joint_rewards
 from ...core.seeding import torch_gen
-from ...core.shaping import BatchedNet, OpenES, exact_game, lola_grads
+from ...core.shaping import BatchedNet, ESConfig, exact_game, lola_grads
 
 # %% auto #0
 __all__ = ['TrialConfig', 'welfare_range', 'normalised_welfare', 'defector_histogram', 'init_logits', 'learners_trial',
-           'shaper_net', 'first_person_visitation', 'shaper_trial', 'ESConfig', 'train_shapers', 'summarise_trial']
+           'shaper_net', 'first_person_visitation', 'shaper_trial', 'train_shapers', 'summarise_trial']
 
 # %% ../../../../nbs/papers/nplayer_os/10_shaping.ipynb #87a3caac
 @dataclass
@@ -99,16 +99,6 @@ def shaper_trial(cfg: TrialConfig, net: BatchedNet, params: Tensor, rewards: Ten
     return {"values": torch.stack(vals, 2), "visitation": torch.stack(visits, 2)}
 
 # %% ../../../../nbs/papers/nplayer_os/10_shaping.ipynb #62cb192b
-@dataclass
-class ESConfig:
-    "OpenES training of the shaper."
-    generations: int = 30
-    popsize: int = 16         # antithetic pairs x 2
-    sigma: float = 0.1
-    lr: float = 0.05
-    groups: int = 2           # co-player groups per candidate and generation
-    hidden: int = 16
-
 def train_shapers(cfgs: list[TrialConfig], es_cfg: ESConfig, n_shapers: int, seeds: list[int]) -> Tensor:
     "Train one shaper per (config, seed) at once (all configs share n); returns mean weights `[len(cfgs)*len(seeds), D]`."
     n = cfgs[0].n
@@ -116,7 +106,7 @@ def train_shapers(cfgs: list[TrialConfig], es_cfg: ESConfig, n_shapers: int, see
     runs = [(c, s) for c in cfgs for s in seeds]
     gen = torch_gen(seeds[0], "es", n, n_shapers, *seeds)
     x0 = torch.stack([net.init(torch.Generator().manual_seed(s)) for _, s in runs])
-    es = OpenES(x0, es_cfg.popsize, es_cfg.sigma, es_cfg.lr, gen)
+    es = es_cfg.optimizer(x0, gen)
     rew = torch.stack([joint_rewards(c.game, n) for c, _ in runs])[:, None, None].expand(-1, es_cfg.popsize, 1, -1, -1)
     R = len(runs)
     for _ in tqdm(range(es_cfg.generations), desc=f"ES n={n} shapers={n_shapers}", leave=False):

@@ -13,11 +13,10 @@ from tqdm.auto import tqdm
 
 from ...core.games import CoinGame, IPDMatrixGrid
 from ...core.seeding import torch_gen
-from ...core.shaping import BatchedNet, OpenES, linear_logits, ppo_update
+from ...core.shaping import BatchedNet, ESConfig, linear_logits, ppo_update
 
 # %% auto #0
-__all__ = ['GRID_KINDS', 'ENVS', 'GridTrialConfig', 'make_grid_env', 'make_grid_net', 'grid_trial', 'GridESConfig',
-           'train_grid_shaper']
+__all__ = ['GRID_KINDS', 'ENVS', 'GridTrialConfig', 'make_grid_env', 'make_grid_net', 'grid_trial', 'train_grid_shaper']
 
 # %% ../../../../nbs/papers/shaper/20_gridworld.ipynb #ee69c7ec
 GRID_KINDS = ("shaper", "good_shepherd", "feedforward", "naive")
@@ -92,23 +91,13 @@ def grid_trial(kind: str, net: BatchedNet | None, params: Tensor | None, cfg: Gr
     return {"rewards": torch.stack(out, 2)}
 
 # %% ../../../../nbs/papers/shaper/20_gridworld.ipynb #36e5e651
-@dataclass
-class GridESConfig:
-    "OpenES settings for a gridworld shaper."
-    generations: int = 20
-    popsize: int = 16
-    sigma: float = 0.1
-    lr: float = 0.05
-    groups: int = 1
-    hidden: int = 16
-
-def train_grid_shaper(kind: str, cfg: GridTrialConfig, es_cfg: GridESConfig, seeds: list[int]) -> tuple[Tensor | None, list[float]]:
+def train_grid_shaper(kind: str, cfg: GridTrialConfig, es_cfg: ESConfig, seeds: list[int]) -> tuple[Tensor | None, list[float]]:
     "ES-trained weights `[len(seeds), D]` (None for `naive`) and mean fitness per generation."
     net = make_grid_net(kind, make_grid_env(cfg), es_cfg.hidden)
     if net is None: return None, []
     R, P = len(seeds), es_cfg.popsize
     gen = torch_gen(seeds[0], "es", kind, cfg.env, *seeds)
-    es = OpenES(torch.stack([net.init(torch.Generator().manual_seed(s)) for s in seeds]), P, es_cfg.sigma, es_cfg.lr, gen)
+    es = es_cfg.optimizer(torch.stack([net.init(torch.Generator().manual_seed(s)) for s in seeds]), gen)
     curve = []
     for _ in tqdm(range(es_cfg.generations), desc=f"ES {cfg.env} {kind}", leave=False):
         X = es.ask()

@@ -13,10 +13,10 @@ from tqdm.auto import tqdm
 
 from ...core.games import NPlayerGame
 from ...core.seeding import torch_gen
-from ...core.shaping import BatchedNet, OpenES, reinforce_tabular_grad
+from ...core.shaping import BatchedNet, ESConfig, reinforce_tabular_grad
 
 # %% auto #0
-__all__ = ['KINDS', 'IPDTrialConfig', 'make_net', 'ipd_trial', 'ESConfig', 'train_ipd_shaper']
+__all__ = ['KINDS', 'IPDTrialConfig', 'make_net', 'ipd_trial', 'train_ipd_shaper']
 
 # %% ../../../../nbs/papers/shaper/10_ipd.ipynb #654f153a
 KINDS = ("shaper", "good_shepherd", "feedforward", "mfos", "naive")
@@ -91,16 +91,6 @@ def ipd_trial(kind: str, net: BatchedNet | None, params: Tensor | None, cfg: IPD
     return {"rewards": torch.stack(out, 2)}
 
 # %% ../../../../nbs/papers/shaper/10_ipd.ipynb #d1a9587d
-@dataclass
-class ESConfig:
-    "OpenES settings for a shaper."
-    generations: int = 40
-    popsize: int = 16
-    sigma: float = 0.1
-    lr: float = 0.05
-    groups: int = 2           # co-players per candidate and generation
-    hidden: int = 16
-
 def train_ipd_shaper(kind: str, cfg: IPDTrialConfig, es_cfg: ESConfig, seeds: list[int], average: bool = False,
                      ) -> tuple[Tensor | None, list[float]]:
     "ES-trained weights `[len(seeds), D]` (None for `naive`) and the mean fitness per generation."
@@ -108,7 +98,7 @@ def train_ipd_shaper(kind: str, cfg: IPDTrialConfig, es_cfg: ESConfig, seeds: li
     if net is None: return None, []
     R, P = len(seeds), es_cfg.popsize
     gen = torch_gen(seeds[0], "es", kind, int(average), *seeds)
-    es = OpenES(torch.stack([net.init(torch.Generator().manual_seed(s)) for s in seeds]), P, es_cfg.sigma, es_cfg.lr, gen)
+    es = es_cfg.optimizer(torch.stack([net.init(torch.Generator().manual_seed(s)) for s in seeds]), gen)
     curve = []
     for _ in tqdm(range(es_cfg.generations), desc=f"ES {kind}{' avg' if average else ''}", leave=False):
         X = es.ask()
