@@ -1,11 +1,10 @@
-"agora.core.tokenizer, agora.core.lm and agora.core.endpoint: save/load paths, the sampler, scoring, training, the endpoint client."
+"agora.core.tokenizer and agora.core.lm: save/load paths, the sampler, scoring, training (the endpoint: test_endpoint.py)."
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from agora.core.endpoint import ChatServer, EndpointChatModel, EndpointError
 from agora.core.lm import ChatModel, HFChatModel, TinyLM, TrainConfig, chat_example, lm_config, train_lm
 from agora.core.tokenizer import build_tokenizer, encode_chat, role_loss_mask
 
@@ -141,29 +140,3 @@ def test_training_lowers_masked_loss():
     assert not tiny.model.training
     with pytest.raises(ValueError, match="no training examples"):
         train_lm(tiny.model, [], TrainConfig(steps=1))
-
-
-def test_endpoint_client_against_served_tinylm(saved):
-    local = TinyLM.from_pretrained(saved)
-    with ChatServer(TinyLM.from_pretrained(saved)) as srv:
-        client = EndpointChatModel(srv.url, native_roles=True, concurrency=3)
-        assert client.generate(CONVS, max_new_tokens=10) == local.generate(CONVS, max_new_tokens=10)
-        s = client.generate(CONVS, max_new_tokens=10, temperature=1.0, seed=3)
-        assert s == client.generate(CONVS, max_new_tokens=10, temperature=1.0, seed=3)
-        comps = ["ANSWER: 7", "ANSWER: [3, 2, 1]", "hello"]
-        assert client.logprobs(CONVS, comps) == pytest.approx(local.logprobs(CONVS, comps), abs=1e-3)
-        with pytest.raises(EndpointError, match="HTTP 400"):
-            client.complete([])
-
-
-def test_endpoint_retries_and_timeouts(lm):
-    with ChatServer(lm, fail_first=2) as srv:
-        client = EndpointChatModel(srv.url, native_roles=True, retries=2, backoff=0.01)
-        assert client.generate(CONVS[:1], max_new_tokens=4) == lm.generate(CONVS[:1], max_new_tokens=4)
-        assert srv.n_requests == 3
-    with ChatServer(lm, fail_first=5) as srv:
-        with pytest.raises(EndpointError, match="no answer after 2 attempts"):
-            EndpointChatModel(srv.url, retries=1, backoff=0.01).generate(CONVS[:1], max_new_tokens=2)
-    with ChatServer(lm, delay=1.0) as srv:
-        with pytest.raises(EndpointError, match="TimeoutError|timed out"):
-            EndpointChatModel(srv.url, timeout=0.2, retries=0).generate(CONVS[:1], max_new_tokens=2)

@@ -8,28 +8,48 @@ client against a real server."""
 from __future__ import annotations
 
 import json
+import logging
 import os
+import select
 import socket
 import threading
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
 from .lm import HFChatModel, openai_messages
 from .seeding import derive_seed
-from .tokenizer import Message
+from .tokenizer import ROLES, Message
 
 # %% auto #0
-__all__ = ['EndpointError', 'EndpointChatModel', 'token_logprobs', 'ChatServer']
+__all__ = ['CHAT_ROLES', 'EndpointError', 'EndpointChatModel', 'RequestError', 'ChatRequest', 'parse_chat_request',
+           'token_logprobs', 'ClientGone', 'client_gone', 'checked_forward', 'ChatServer']
 
 # %% ../../../nbs/core/12_endpoint.ipynb #6d465d0c
 class EndpointError(RuntimeError):
     "An endpoint answered with an error, or did not answer within the retries."
+    def __init__(self, message: str, status: int | None = None,  # HTTP status of the (last) error answer
+                 param: str | None = None):  # the request field the endpoint named as wrong
+        super().__init__(message)
+        self.status, self.param = status, param
+
+def _error_answer(e: urllib.error.HTTPError) -> tuple[str, str | None]:
+    "The message and the field named by an HTTP error answer (OpenAI's error JSON, or its raw text)."
+    try: text = e.read().decode(errors="replace")
+    except OSError: return "", None
+    try: err = json.loads(text)["error"]
+    except (ValueError, KeyError, TypeError): return text[:500], None
+    if not isinstance(err, dict): return str(err)[:500], None
+    param = err.get("param")
+    return str(err.get("message", ""))[:500], param if isinstance(param, str) else None
 
 class EndpointChatModel:
     "The chat interface over an OpenAI-compatible chat-completions endpoint."
@@ -51,19 +71,20 @@ class EndpointChatModel:
         data = json.dumps(body).encode()
         headers = {"Content-Type": "application/json"}
         if self.api_key: headers["Authorization"] = f"Bearer {self.api_key}"
-        last = None
+        last, status = None, None
         for attempt in range(self.retries + 1):
             if attempt: time.sleep(self.backoff * 2 ** (attempt - 1))
             req = urllib.request.Request(self.base_url + path, data=data, headers=headers, method="POST")
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as r: return json.loads(r.read())
             except urllib.error.HTTPError as e:
-                msg = e.read().decode(errors="replace")[:500]
-                if e.code != 429 and e.code < 500: raise EndpointError(f"{path}: HTTP {e.code}: {msg}") from None
-                last = f"HTTP {e.code}: {msg}"
+                msg, param = _error_answer(e)
+                if e.code != 429 and e.code < 500:
+                    raise EndpointError(f"{path}: HTTP {e.code}: {msg}", e.code, param) from None
+                last, status = f"HTTP {e.code}: {msg}", e.code
             except (urllib.error.URLError, TimeoutError, socket.timeout, ConnectionError) as e:
-                last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
-        raise EndpointError(f"{path}: no answer after {self.retries + 1} attempts ({last})")
+                last, status = f"{type(e).__name__}: {getattr(e, 'reason', e)}", None
+        raise EndpointError(f"{path}: no answer after {self.retries + 1} attempts ({last})", status)
 
     def _messages(self, conversation: Sequence[Message], role: str) -> tuple[list[dict], dict]:
         "Messages as sent, and extra body fields."
@@ -116,7 +137,124 @@ class EndpointChatModel:
         if len(conversations) != len(completions): raise ValueError("one completion per conversation")
         return self._map(self._one_logprob, [(c, x, role) for c, x in zip(conversations, completions)])
 
-# %% ../../../nbs/core/12_endpoint.ipynb #0068eb63
+# %% ../../../nbs/core/12_endpoint.ipynb #6a0239c2
+class RequestError(Exception):
+    "A request the server answers with an HTTP error status and OpenAI's error JSON."
+    def __init__(self, status: int, message: str,
+                 param: str | None = None,  # the request field at fault
+                 code: str | None = None):  # a short machine-readable reason
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+    def body(self) -> dict:
+        "OpenAI's error JSON."
+        kind = "invalid_request_error" if self.status < 500 else "server_error"
+        return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+
+def _bad(param: str, message: str) -> RequestError:
+    "A 400 naming `param`."
+    return RequestError(400, f"{param} {message}", param, "invalid_value")
+
+@dataclass
+class ChatRequest:
+    "A validated chat-completion request."
+    conversation: list[Message]  # the messages, `assistant` turns given to the generating role
+    role: str  # the role whose turn is generated
+    max_tokens: int  # new tokens at most
+    temperature: float  # 0: greedy
+    stop: list[str]  # strings that end the turn
+    seed: int  # sampling seed
+    prompt_logprobs: bool  # also score the prompt (vLLM's prompt_logprobs=0)
+    add_generation_prompt: bool  # open the role's turn after the messages
+    continue_final_message: bool  # leave the last message open
+
+# %% ../../../nbs/core/12_endpoint.ipynb #4bfbaeff
+CHAT_ROLES = (*ROLES, "assistant")  # roles a request may use (`assistant` is the generating role)
+_DEFAULT_ONLY = {"n": 1, "stream": False, "top_p": 1, "frequency_penalty": 0, "presence_penalty": 0,
+                 "logprobs": False}  # OpenAI fields this server accepts only at their default
+
+def _is_number(x: Any) -> bool: return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+def _integer(body: dict, key: str, lo: int, hi: int | None = None, why_hi: str = "") -> int | None:
+    "An optional integer field in [lo, hi] (a float with no fraction, like 1e3, counts)."
+    x = body.get(key)
+    if x is None: return None
+    if not _is_number(x) or (isinstance(x, float) and not x.is_integer()):
+        raise _bad(key, f"must be an integer, got {x!r}")
+    if x < lo: raise _bad(key, f"must be >= {lo}, got {x!r}")
+    if hi is not None and x > hi: raise _bad(key, f"must be <= {hi}{why_hi}, got {x!r}")
+    return int(x)
+
+def _boolean(body: dict, key: str, default: bool) -> bool:
+    "An optional boolean field."
+    x = body.get(key, default)
+    if x is None: return default
+    if not isinstance(x, bool): raise _bad(key, f"must be a boolean, got {x!r}")
+    return x
+
+def _temperature(body: dict) -> float:
+    "The sampling temperature, in OpenAI's range [0, 2] (default 1)."
+    x = body.get("temperature")
+    if x is None: return 1.0
+    if not _is_number(x): raise _bad("temperature", f"must be a number in [0, 2], got {x!r}")
+    if not 0 <= x <= 2: raise _bad("temperature", f"must be a number in [0, 2], got {x!r}")  # NaN fails too
+    return float(x)
+
+def _stop(body: dict) -> list[str]:
+    "Stop strings: none, one string, or a list of at most 4 non-empty strings."
+    x = body.get("stop")
+    if x is None: return []
+    xs = [x] if isinstance(x, str) else x
+    if not isinstance(xs, list) or not all(isinstance(s, str) for s in xs):
+        raise _bad("stop", f"must be a string or a list of strings, got {x!r}")
+    if len(xs) > 4: raise _bad("stop", f"must hold at most 4 strings, got {len(xs)}")
+    if "" in xs: raise _bad("stop", "must not hold an empty string")
+    return list(xs)
+
+def _role(x: Any, key: str) -> str:
+    "A role name of `CHAT_ROLES`."
+    if x not in CHAT_ROLES: raise _bad(key, f"must be one of {', '.join(CHAT_ROLES)}, got {x!r}")
+    return x
+
+def _messages(body: dict, role: str) -> list[Message]:
+    "The conversation, `assistant` turns given to the generating `role`."
+    if "messages" not in body: raise RequestError(400, "messages is required", "messages", "missing_required_parameter")
+    msgs = body["messages"]
+    if not isinstance(msgs, list) or not msgs: raise _bad("messages", f"must be a non-empty list, got {msgs!r:.80}")
+    conv = []
+    for i, m in enumerate(msgs):
+        key = f"messages[{i}]"
+        if not isinstance(m, dict): raise _bad(key, f"must be an object with role and content, got {m!r:.80}")
+        for f in ("role", "content"):
+            if f not in m: raise RequestError(400, f"{key}.{f} is required", f"{key}.{f}", "missing_required_parameter")
+        if not isinstance(m["content"], str):
+            raise _bad(f"{key}.content", f"must be a string, got {m['content']!r:.80}")
+        r = _role(m["role"], f"{key}.role")
+        conv.append({"role": role if r == "assistant" else r, "content": m["content"]})
+    return conv
+
+def parse_chat_request(body: Any,  # the decoded JSON body
+                       max_tokens_cap: int = 4096,  # max_tokens above this is refused
+                       ) -> ChatRequest:
+    "A validated request; `RequestError` (400, naming the field) for anything outside OpenAI's ranges or this server's."
+    if not isinstance(body, dict): raise RequestError(400, f"the body must be a JSON object, got {body!r:.80}")
+    for key, default in _DEFAULT_ONLY.items():
+        x = body.get(key)
+        if x is not None and (x != default or isinstance(x, bool) != isinstance(default, bool)):
+            raise _bad(key, f"= {json.dumps(x)} is not supported by this server (only {json.dumps(default)})")
+    role = _role(body.get("generation_role", "student"), "generation_role")
+    cap = " (this server's max_tokens_cap)"
+    n = _integer(body, "max_tokens", 1, max_tokens_cap, cap)
+    n2 = _integer(body, "max_completion_tokens", 1, max_tokens_cap, cap)
+    if n is not None and n2 is not None and n != n2:
+        raise _bad("max_completion_tokens", f"({n2}) differs from max_tokens ({n}); send one of them")
+    lp = _integer(body, "prompt_logprobs", 0)
+    if lp: raise _bad("prompt_logprobs", f"must be 0 (the prompt token's own log-probability) or null, got {lp}")
+    return ChatRequest(_messages(body, role), role, n or n2 or min(64, max_tokens_cap), _temperature(body),
+                       _stop(body), _integer(body, "seed", 0, 2**64 - 1) or 0, lp is not None,
+                       _boolean(body, "add_generation_prompt", True), _boolean(body, "continue_final_message", False))
+
+# %% ../../../nbs/core/12_endpoint.ipynb #2b6e9a36
 @torch.inference_mode()
 def token_logprobs(lm: HFChatModel, ids: Sequence[int]) -> list[float | None]:
     "Log-probability of each token of `ids` given the tokens before it (None for the first)."
@@ -124,9 +262,49 @@ def token_logprobs(lm: HFChatModel, ids: Sequence[int]) -> list[float | None]:
     logp = torch.log_softmax(lm.model(input_ids=x).logits[0, :-1].float(), -1)
     return [None, *logp.gather(-1, x[0, 1:, None])[:, 0].tolist()]
 
+class ClientGone(Exception):
+    "The client closed its connection before its answer was ready."
+
+def client_gone(sock: socket.socket) -> bool:
+    "Whether the client closed or reset the connection (bytes it sent and we did not read are not a close)."
+    try:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        if not poller.poll(0): return False
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError): return True
+
+@contextmanager
+def checked_forward(model: torch.nn.Module, check: Callable[[], None]) -> Iterator[None]:
+    "Call `check` before every forward pass this thread makes through `model`; a check that raises ends the generation."
+    me = threading.get_ident()
+    def hook(module, args):
+        if threading.get_ident() == me: check()
+    handle = model.register_forward_pre_hook(hook)
+    try: yield
+    finally: handle.remove()
+
+def _pause(seconds: float, check: Callable[[], None]) -> None:
+    "Sleep `seconds`, calling `check` every 50 ms."
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        check(); time.sleep(min(left, 0.05))
+
+# %% ../../../nbs/core/12_endpoint.ipynb #97be376a
+_log = logging.getLogger(__name__)
+
 class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     def log_message(self, *a): pass  # quiet
+
+    def setup(self) -> None:
+        self.timeout = self.server.chat.read_timeout  # every read and write of this connection
+        super().setup()
+        self.server.chat._track(self)
+
+    def finish(self) -> None:
+        try: super().finish()
+        finally: self.server.chat._untrack(self)
 
     def _send(self, code: int, obj: dict) -> None:
         data = json.dumps(obj).encode()
@@ -134,39 +312,95 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(code)
             self.send_header("Content-Type", "application/json"); self.send_header("Content-Length", str(len(data)))
             self.end_headers(); self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError): pass  # the client gave up (e.g. its timeout): nobody to answer
+        except OSError: self.close_connection = True  # the client left or stopped reading: nobody to answer
 
     def do_GET(self):
         if self.path.rstrip("/") == "/v1/models":
-            return self._send(200, {"object": "list", "data": [{"id": self.server.name, "object": "model"}]})
-        self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+            return self._send(200, {"object": "list", "data": [{"id": self.server.chat.name, "object": "model"}]})
+        self._send(404, RequestError(404, f"unknown request URL: GET {self.path}", code="unknown_url").body())
 
     def do_POST(self):
-        srv = self.server
-        with srv.count_lock:
-            srv.n_requests += 1; fail = srv.n_requests <= srv.fail_first
-        try: body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-        except json.JSONDecodeError as e: return self._send(400, {"error": {"message": f"bad JSON: {e}"}})
-        if fail: return self._send(503, {"error": {"message": "temporarily unavailable"}})
+        try: self._send(200, self._chat())
+        except RequestError as e: self._send(e.status, e.body())
+        except ClientGone: self.close_connection = True
+        except Exception as e:  # noqa: BLE001 (a bug: answer it instead of dropping the connection, and log it)
+            _log.exception("chat server: internal error")
+            self._send(500, RequestError(500, f"internal error: {type(e).__name__}: {e}", code="internal_error").body())
+
+    def _body(self) -> Any:
+        "The request's JSON body (RequestError: 411, 413, 408 when the client stalls, 400 when malformed)."
+        chat = self.server.chat
+        length = self.headers.get("Content-Length")
+        if length is None: raise RequestError(411, "a Content-Length header is required", code="length_required")
+        if not (length.strip().isascii() and length.strip().isdigit()):
+            raise RequestError(400, f"Content-Length must be a non-negative integer, got {length!r}",
+                               code="invalid_header")
+        n = int(length)
+        if n > chat.max_body_bytes:
+            raise RequestError(413, f"the body has {n} bytes, more than this server's {chat.max_body_bytes} "
+                                    "(max_body_bytes)", code="request_too_large")
+        try: data = self._read(n, chat.read_timeout)
+        except TimeoutError:
+            self.close_connection = True
+            raise RequestError(408, f"the body did not arrive within {chat.read_timeout:g} s (read_timeout)",
+                               code="request_timeout") from None
+        except OSError: raise ClientGone() from None  # reset while sending
+        chat.check_open()
+        if len(data) < n: raise RequestError(400, f"the body ended after {len(data)} of {n} bytes (Content-Length)")
+        try: return json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError as e: raise RequestError(400, f"the body is not UTF-8: {e}") from None
+        except (ValueError, RecursionError) as e: raise RequestError(400, f"the body is not valid JSON: {e}") from None
+
+    def _read(self, n: int, seconds: float) -> bytes:
+        "Up to `n` bytes of the body (fewer at end of stream), all within `seconds` (else TimeoutError)."
+        end, parts, got = time.monotonic() + seconds, [], 0
+        while got < n:  # one deadline for the whole body: a client trickling bytes cannot hold the thread
+            left = end - time.monotonic()
+            if left <= 0: raise TimeoutError
+            self.connection.settimeout(left)
+            if not (chunk := self.rfile.read1(min(n - got, 1 << 16))): break
+            parts.append(chunk); got += len(chunk)
+        self.connection.settimeout(seconds)
+        return b"".join(parts)
+
+    def _chat(self) -> dict:
+        "The answer to a chat-completions request."
+        chat = self.server.chat
+        fail = chat._count()
+        body = self._body()
+        if fail: raise RequestError(503, "temporarily unavailable (fail_first)", code="unavailable")
         if self.path.rstrip("/") != "/v1/chat/completions":
-            return self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
-        try: out = srv.answer(body)
-        except (ValueError, KeyError, TypeError) as e:
-            return self._send(400, {"error": {"message": str(e), "type": "invalid_request_error"}})
-        self._send(200, out)
+            raise RequestError(404, f"unknown request URL: POST {self.path}", code="unknown_url")
+        return chat.answer(body, self.connection)
 
 class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = False  # server_close() joins the request threads: no model call outlives the server
+    daemon_threads = True  # a stuck request never keeps the process alive; stop() joins them with a time limit
+    request_queue_size = 128  # listen backlog: a burst of connections waits to be accepted instead of being refused
+    chat: ChatServer
 
+# %% ../../../nbs/core/12_endpoint.ipynb #ab630036
 class ChatServer:
     "An OpenAI-compatible chat-completions server for a local model, on a loopback port (a context manager)."
     def __init__(self, lm: HFChatModel, host: str = "127.0.0.1", port: int = 0, name: str = "tinylm",
-                 fail_first: int = 0, delay: float = 0.0):
-        self.lm, self.name, self.delay = lm, name, delay
+                 fail_first: int = 0,  # the first n requests answer 503 (to test retries)
+                 delay: float = 0.0,  # seconds each request waits before generating (to test time-outs)
+                 max_tokens_cap: int = 4096,  # a request asking for more new tokens gets 400
+                 request_timeout: float = 120.0,  # seconds from a request's body to its answer, queue too; then 504
+                 read_timeout: float = 10.0,  # seconds a client may take to send its body, or stall a read; then 408
+                 queue_size: int = 64,  # requests waiting for or using the model at once; one more gets 503
+                 max_body_bytes: int = 8 << 20):  # a longer body gets 413
+        for k, v in {"max_tokens_cap": max_tokens_cap, "request_timeout": request_timeout, "read_timeout": read_timeout,
+                     "queue_size": queue_size, "max_body_bytes": max_body_bytes}.items():
+            if not v > 0: raise ValueError(f"{k} must be > 0, got {v!r}")
+        self.lm, self.name, self.fail_first, self.delay = lm, name, fail_first, delay
+        self.max_tokens_cap, self.request_timeout, self.read_timeout = max_tokens_cap, request_timeout, read_timeout
+        self.queue_size, self.max_body_bytes = queue_size, max_body_bytes
+        self.model_lock, self.closing = threading.Lock(), threading.Event()
+        self._lock = threading.Lock()  # guards the counters and the open connections
+        self._n_requests, self._in_flight = 0, 0
+        self._handlers: dict[_Handler, threading.Thread] = {}  # open connections and the threads serving them
         self.httpd = _HTTPServer((host, port), _Handler)
-        self.httpd.name, self.httpd.fail_first, self.httpd.n_requests = name, fail_first, 0
-        self.httpd.count_lock, self.httpd.answer = threading.Lock(), self.answer
-        self.model_lock = threading.Lock()
+        self.httpd.chat = self
         self.thread: threading.Thread | None = None
 
     @property
@@ -178,45 +412,119 @@ class ChatServer:
     @property
     def n_requests(self) -> int:
         "POST requests received so far."
-        return self.httpd.n_requests
+        return self._n_requests
 
-    def answer(self, body: dict) -> dict:
-        "The chat-completion answer to a request body."
-        msgs = body["messages"]
-        if not isinstance(msgs, list) or not msgs: raise ValueError("messages must be a non-empty list")
-        role = body.get("generation_role", "student")
-        conv = [{"role": role if m["role"] == "assistant" else m["role"], "content": str(m["content"])} for m in msgs]
-        if self.delay: time.sleep(self.delay)
-        out: dict[str, Any] = {"id": f"chatcmpl-{self.httpd.n_requests}", "object": "chat.completion",
+    @property
+    def in_flight(self) -> int:
+        "Requests waiting for or using the model now."
+        return self._in_flight
+
+    def _count(self) -> bool:
+        "Count a POST request; whether it is one of the first `fail_first`."
+        with self._lock:
+            self._n_requests += 1
+            return self._n_requests <= self.fail_first
+
+    def _track(self, h: _Handler) -> None:
+        with self._lock:
+            self._handlers[h] = threading.current_thread()
+            if self.closing.is_set(): _shut_reading(h.connection)  # accepted while stopping
+
+    def _untrack(self, h: _Handler) -> None:
+        with self._lock: self._handlers.pop(h, None)
+
+    def check_open(self) -> None:
+        "Raise 503 once the server is stopping."
+        if self.closing.is_set(): raise RequestError(503, "the server is shutting down", code="shutting_down")
+
+    def _check(self, deadline: float, client: socket.socket | None) -> None:
+        "Raise when a request must end now: the server is stopping, its deadline passed, or its client left."
+        self.check_open()
+        if time.monotonic() > deadline:
+            raise RequestError(504, f"no answer within this server's per-request deadline of "
+                                    f"{self.request_timeout:g} s (request_timeout); ask for fewer max_tokens",
+                               code="timeout")
+        if client is not None and client_gone(client): raise ClientGone()
+
+    @contextmanager
+    def _admitted(self) -> Iterator[None]:
+        "Hold a place in the bounded queue (503 when it is full)."
+        with self._lock:
+            if self._in_flight >= self.queue_size:
+                raise RequestError(503, f"the server is busy: {self.queue_size} requests are waiting for the model "
+                                        "(queue_size); retry later", code="queue_full")
+            self._in_flight += 1
+        try: yield
+        finally:
+            with self._lock: self._in_flight -= 1
+
+    @contextmanager
+    def _model(self, check: Callable[[], None]) -> Iterator[None]:
+        "Hold the model, checking the request while waiting for it and before each forward pass."
+        while not self.model_lock.acquire(timeout=0.05): check()
+        try:
+            check()
+            with checked_forward(self.lm.model, check): yield
+        finally: self.model_lock.release()
+
+    def answer(self, body: Any, client: socket.socket | None = None) -> dict:
+        "The chat-completion answer to a request body (`RequestError`: 400 bad field, 503 busy or stopping, 504 late)."
+        req = parse_chat_request(body, self.max_tokens_cap)
+        scored = self._encode(req)
+        check = partial(self._check, time.monotonic() + self.request_timeout, client)
+        with self._admitted():
+            _pause(self.delay, check)
+            with self._model(check): return self._complete(req, scored)
+
+    def _encode(self, req: ChatRequest) -> list[int] | None:
+        "Check that the model's chat template takes the messages (400 if not); the ids to score for prompt_logprobs."
+        try:
+            self.lm.encode(req.conversation, req.role)  # the prompt that generate() builds
+            if not req.prompt_logprobs: return None
+            gen = req.add_generation_prompt and not req.continue_final_message
+            return self.lm.encode(req.conversation, req.role if gen else None,
+                                  continue_final=req.continue_final_message)
+        except Exception as e:  # noqa: BLE001 (chat templates raise what they like, e.g. jinja's TemplateError)
+            raise _bad("messages", f"are refused by this model's chat template: {type(e).__name__}: {e}") from None
+
+    def _complete(self, req: ChatRequest, scored: list[int] | None) -> dict:
+        "Run the model on a validated request (the caller holds the model); `scored`: prompt ids to score."
+        out: dict[str, Any] = {"id": f"chatcmpl-{self._n_requests}", "object": "chat.completion",
                                "created": int(time.time()), "model": self.name}
-        with self.model_lock:
-            if body.get("prompt_logprobs") is not None:
-                open_final = bool(body.get("continue_final_message", False))
-                gen = body.get("add_generation_prompt", True) and not open_final
-                ids = self.lm.encode(conv, role if gen else None, continue_final=open_final)
-                lps = token_logprobs(self.lm, ids)
-                out["prompt_logprobs"] = [None if lp is None else {str(t): {"logprob": lp, "rank": None,
-                                          "decoded_token": self.lm.tokenizer.decode([t])}} for t, lp in zip(ids, lps)]
-            n = int(body.get("max_tokens") or body.get("max_completion_tokens") or 64)
-            stop = body.get("stop") or []
-            stop = [stop] if isinstance(stop, str) else stop
-            text = self.lm.generate([conv], n, float(body.get("temperature", 1.0)), stop,
-                                    int(body.get("seed") or 0), role)[0]
+        if scored is not None:
+            ids, lps = scored, token_logprobs(self.lm, scored)
+            out["prompt_logprobs"] = [None if lp is None else {str(t): {"logprob": lp, "rank": None,
+                                      "decoded_token": self.lm.tokenizer.decode([t])}} for t, lp in zip(ids, lps)]
+        text = self.lm.generate([req.conversation], req.max_tokens, req.temperature, req.stop, req.seed, req.role)[0]
         n_out = len(self.lm.tokenizer.encode(text, add_special_tokens=False))
         out["choices"] = [{"index": 0, "message": {"role": "assistant", "content": text},
-                           "finish_reason": "length" if n_out >= n else "stop"}]
+                           "finish_reason": "length" if n_out >= req.max_tokens else "stop"}]
         out["usage"] = {"completion_tokens": n_out}
         return out
 
     def start(self) -> ChatServer:
         "Serve in a background thread."
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # a 0.1 s poll: stop() waits for serve_forever to notice, at most one poll
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
         self.thread.start()
         return self
 
-    def stop(self) -> None:
-        "Stop serving, let the requests in flight finish, and close the socket."
-        self.httpd.shutdown(); self.httpd.server_close()
+    def stop(self, timeout: float = 5.0) -> None:
+        "Stop serving within about `timeout` seconds: requests in flight end with 503, stalled reads are cut off."
+        with self._lock:
+            self.closing.set()
+            handlers = dict(self._handlers)
+        for h in handlers: _shut_reading(h.connection)  # wakes handlers blocked reading a request
+        if self.thread is not None:  # shutdown() waits for serve_forever, so only when it runs
+            self.httpd.shutdown(); self.thread.join(timeout); self.thread = None
+        end = time.monotonic() + timeout
+        for t in handlers.values(): t.join(max(0.0, end - time.monotonic()))
+        self.httpd.server_close()
 
     def __enter__(self) -> ChatServer: return self.start()
     def __exit__(self, *exc) -> None: self.stop()
+
+def _shut_reading(sock: socket.socket) -> None:
+    "End the reading side of a connection: a blocked read returns at once; answers can still be written."
+    try: sock.shutdown(socket.SHUT_RD)
+    except OSError: pass
