@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from agora.papers.minimax.maze import (FORWARD, Maze, cat_levels, flip_walls, level_keys, move_goals, parity_check,
+from agora.papers.minimax.maze import (FORWARD, MazeEnv, cat_levels, flip_walls, level_keys, move_goals, parity_check,
                                        parse_level, random_levels, shortest_solution)
 from agora.papers.minimax.maze import held_out_mazes
-from agora.papers.minimax.ued import (LevelBuffer, Teacher, TeacherConfig, max_mc, positive_value_loss, rank_weights,
+from agora.papers.minimax.ued import (LevelBuffer, UEDTeacher, UEDTeacherConfig, max_mc, positive_value_loss, rank_weights,
                                       replay_distribution, staleness_weights)
 from agora.core.paths import find_root
 from conftest import agora
@@ -27,7 +27,7 @@ def test_parity_with_minigrid():
 
 
 def test_reward_and_restart():
-    maze = Maze(1, 3, view=3, max_steps=10)
+    maze = MazeEnv(1, 3, view=3, max_steps=10)
     s = maze.reset(parse_level(">.G"))
     s, r, d, ok = maze.step(s, torch.tensor([FORWARD]))
     assert (r.item(), d.item()) == (0.0, False)
@@ -39,10 +39,10 @@ def test_reward_and_restart():
 
 
 def test_bad_input():
-    with pytest.raises(ValueError, match="odd"): Maze(5, 5, view=4)
+    with pytest.raises(ValueError, match="odd"): MazeEnv(5, 5, view=4)
     with pytest.raises(ValueError, match="do not fit"): random_levels(1, 3, 3, 8)
     with pytest.raises(ValueError, match="exactly one goal"): parse_level(">..")
-    with pytest.raises(ValueError, match="unknown teacher"): Teacher(TeacherConfig(method="paired"), 5, 5, 2, None)
+    with pytest.raises(ValueError, match="unknown teacher"): UEDTeacher(UEDTeacherConfig(method="paired"), 5, 5, 2, None)
 
 
 def test_generators_mutators_comparator():

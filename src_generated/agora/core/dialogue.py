@@ -112,19 +112,27 @@ class Teacher:
 class ScriptedTeacher(Teacher):
     "Graded, non-revealing feedback written by the task family."
     name = "scripted"
-    def respond(self, tasks, episodes, answers, seed=0) -> list[TeacherReply]:
+    def respond(self, tasks: Sequence[Task], episodes: Sequence[Episode], answers: Sequence[str],
+                seed: int = 0) -> list[TeacherReply]:
+        "ScriptedTeacher: one reply per episode to its wrong attempt in `answers`."
         return [TeacherReply(t) for t in feedback_many(list(tasks), list(answers))]
 
-    def answer(self, tasks, episodes, attempts, seed=0) -> list[TeacherReply]:
+    def answer(self, tasks: Sequence[Task], episodes: Sequence[Episode], attempts: Sequence[str],
+               seed: int = 0) -> list[TeacherReply]:
+        "ScriptedTeacher: one reply per episode to its question, given its latest attempt in `attempts`."
         return [TeacherReply(t) for t in hint_many(list(tasks), list(attempts))]
 
 class RetryTeacher(Teacher):
     "Says only that the answer is wrong."
     name = "retry"
-    def respond(self, tasks, episodes, answers, seed=0) -> list[TeacherReply]:
+    def respond(self, tasks: Sequence[Task], episodes: Sequence[Episode], answers: Sequence[str],
+                seed: int = 0) -> list[TeacherReply]:
+        "RetryTeacher: one reply per episode to its wrong attempt in `answers`."
         return [TeacherReply(RETRY_TEXT) for _ in answers]
 
-    def answer(self, tasks, episodes, attempts, seed=0) -> list[TeacherReply]:
+    def answer(self, tasks: Sequence[Task], episodes: Sequence[Episode], attempts: Sequence[str],
+               seed: int = 0) -> list[TeacherReply]:
+        "RetryTeacher: one reply per episode to its question, given its latest attempt in `attempts`."
         return [TeacherReply(NO_HINT_TEXT) for _ in attempts]
 
 class ShuffledTeacher(Teacher):
@@ -145,10 +153,14 @@ class ShuffledTeacher(Teacher):
         it = iter(fn([o for o in others if o is not None], [a for a, o in zip(texts, others) if o is not None]))
         return [TeacherReply(next(it) if o is not None else GENERIC_FEEDBACK) for o in others]
 
-    def respond(self, tasks, episodes, answers, seed=0) -> list[TeacherReply]:
+    def respond(self, tasks: Sequence[Task], episodes: Sequence[Episode], answers: Sequence[str],
+                seed: int = 0) -> list[TeacherReply]:
+        "ShuffledTeacher: one reply per episode to its wrong attempt in `answers`."
         return self._reply(tasks, answers, seed, feedback_many)
 
-    def answer(self, tasks, episodes, attempts, seed=0) -> list[TeacherReply]:
+    def answer(self, tasks: Sequence[Task], episodes: Sequence[Episode], attempts: Sequence[str],
+               seed: int = 0) -> list[TeacherReply]:
+        "ShuffledTeacher: one reply per episode to its question, given its latest attempt in `attempts`."
         return self._reply(tasks, attempts, seed, hint_many)
 
 TEACHER_SYSTEM = ("You are a teacher. The student tries to solve the problem below. Private notes (never state the "
@@ -160,10 +172,14 @@ class ModelTeacher(Teacher):
     def __init__(self, chat: ChatModel, max_new_tokens: int = 48, temperature: float = 0.7, resamples: int = 1):
         self.chat, self.max_new_tokens, self.temperature, self.resamples = chat, max_new_tokens, temperature, resamples
 
-    def answer(self, tasks, episodes, attempts, seed=0) -> list[TeacherReply]:
+    def answer(self, tasks: Sequence[Task], episodes: Sequence[Episode], attempts: Sequence[str],
+               seed: int = 0) -> list[TeacherReply]:
+        "ModelTeacher: one reply per episode to its question, given its latest attempt in `attempts`."
         return self.respond(tasks, episodes, attempts, derive_seed(seed, "answer"))  # the question is in the context
 
-    def respond(self, tasks, episodes, answers, seed=0) -> list[TeacherReply]:
+    def respond(self, tasks: Sequence[Task], episodes: Sequence[Episode], answers: Sequence[str],
+                seed: int = 0) -> list[TeacherReply]:
+        "ModelTeacher: one reply per episode to its wrong attempt in `answers`."
         convs = [[{"role": "system", "content": TEACHER_SYSTEM.format(notes=t.teacher_notes())}, *e.messages()]
                  for t, e in zip(tasks, episodes)]
         out: list[TeacherReply | None] = [None] * len(tasks)
@@ -194,7 +210,9 @@ class SelfTeacher(ModelTeacher):
     def __init__(self, chat: ChatModel, max_new_tokens: int = 48, temperature: float = 0.7):
         super().__init__(chat, max_new_tokens, temperature, resamples=0)
 
-    def respond(self, tasks, episodes, answers, seed=0) -> list[TeacherReply]:
+    def respond(self, tasks: Sequence[Task], episodes: Sequence[Episode], answers: Sequence[str],
+                seed: int = 0) -> list[TeacherReply]:
+        "SelfTeacher: one reply per episode to its wrong attempt in `answers`."
         texts = self.chat.generate([e.messages() for e in episodes], self.max_new_tokens, self.temperature,
                                    seed=derive_seed(seed, "self-teacher"), role="teacher")
         return [TeacherReply(t.strip() or BLIND_RETRY_TEXT) for t in texts]
@@ -202,7 +220,9 @@ class SelfTeacher(ModelTeacher):
 class BlindRetryTeacher(Teacher):
     "The same neutral request after every attempt, right or wrong: retrying with no information."
     name = "blind_retry"
-    def respond(self, tasks, episodes, answers, seed=0) -> list[TeacherReply]:
+    def respond(self, tasks: Sequence[Task], episodes: Sequence[Episode], answers: Sequence[str],
+                seed: int = 0) -> list[TeacherReply]:
+        "BlindRetryTeacher: one reply per episode to its wrong attempt in `answers`."
         return [TeacherReply(BLIND_RETRY_TEXT) for _ in answers]
 
 def env_feedback(task: Task, answer_text: str) -> str:
@@ -214,10 +234,14 @@ def env_feedback(task: Task, answer_text: str) -> str:
 class EnvTeacher(Teacher):
     "No teacher: only the environment's own signal on each attempt, and no hints for questions."
     name = "env"
-    def respond(self, tasks, episodes, answers, seed=0) -> list[TeacherReply]:
+    def respond(self, tasks: Sequence[Task], episodes: Sequence[Episode], answers: Sequence[str],
+                seed: int = 0) -> list[TeacherReply]:
+        "EnvTeacher: one reply per episode to its wrong attempt in `answers`."
         return [TeacherReply(env_feedback(t, a)) for t, a in zip(tasks, answers)]
 
-    def answer(self, tasks, episodes, attempts, seed=0) -> list[TeacherReply]:
+    def answer(self, tasks: Sequence[Task], episodes: Sequence[Episode], attempts: Sequence[str],
+               seed: int = 0) -> list[TeacherReply]:
+        "EnvTeacher: one reply per episode to its question, given its latest attempt in `attempts`."
         return [TeacherReply(ENV_NO_HINT_TEXT) for _ in attempts]
 
 TEACHERS.update({c.name: c for c in (SelfTeacher, BlindRetryTeacher, EnvTeacher)})

@@ -25,13 +25,13 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from .lm import HFChatModel, openai_messages
+from .lm import HFChatModel, openai_messages, token_logprobs
 from .seeding import derive_seed
 from .tokenizer import ROLES, Message
 
 # %% auto #0
-__all__ = ['CHAT_ROLES', 'EndpointError', 'EndpointChatModel', 'RequestError', 'ChatRequest', 'parse_chat_request',
-           'token_logprobs', 'ClientGone', 'client_gone', 'checked_forward', 'ChatServer']
+__all__ = ['CHAT_ROLES', 'EndpointError', 'EndpointChatModel', 'RequestError', 'ChatRequest', 'parse_chat_request', 'ClientGone',
+           'client_gone', 'checked_forward', 'ChatServer']
 
 # %% ../../../nbs/core/12_endpoint.ipynb #6d465d0c
 class EndpointError(RuntimeError):
@@ -256,11 +256,10 @@ def parse_chat_request(body: Any,  # the decoded JSON body
 
 # %% ../../../nbs/core/12_endpoint.ipynb #2b6e9a36
 @torch.inference_mode()
-def token_logprobs(lm: HFChatModel, ids: Sequence[int]) -> list[float | None]:
+def _prompt_logprobs(lm: HFChatModel, ids: Sequence[int]) -> list[float | None]:
     "Log-probability of each token of `ids` given the tokens before it (None for the first)."
     x = torch.tensor([list(ids)], device=lm.device)
-    logp = torch.log_softmax(lm.model(input_ids=x).logits[0, :-1].float(), -1)
-    return [None, *logp.gather(-1, x[0, 1:, None])[:, 0].tolist()]
+    return [None, *token_logprobs(lm.model, x, torch.ones_like(x))[0].tolist()]
 
 class ClientGone(Exception):
     "The client closed its connection before its answer was ready."
@@ -492,7 +491,7 @@ class ChatServer:
         out: dict[str, Any] = {"id": f"chatcmpl-{self._n_requests}", "object": "chat.completion",
                                "created": int(time.time()), "model": self.name}
         if scored is not None:
-            ids, lps = scored, token_logprobs(self.lm, scored)
+            ids, lps = scored, _prompt_logprobs(self.lm, scored)
             out["prompt_logprobs"] = [None if lp is None else {str(t): {"logprob": lp, "rank": None,
                                       "decoded_token": self.lm.tokenizer.decode([t])}} for t, lp in zip(ids, lps)]
         text = self.lm.generate([req.conversation], req.max_tokens, req.temperature, req.stop, req.seed, req.role)[0]

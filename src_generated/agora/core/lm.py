@@ -25,8 +25,8 @@ from .tokenizer import SPECIAL_TOKENS, Message, build_tokenizer, encode_chat, ha
 
 # %% auto #0
 __all__ = ['LM_SIZES', 'LMExample', 'ChatModel', 'LMSize', 'lm_config', 'n_params', 'sample_next', 'GrowingLayer', 'GrowingCache',
-           'KVSession', 'openai_messages', 'HFChatModel', 'TinyLM', 'chat_example', 'masked_lm_loss', 'TrainConfig',
-           'train_lm']
+           'KVSession', 'openai_messages', 'HFChatModel', 'token_logprobs', 'TinyLM', 'chat_example', 'masked_lm_loss',
+           'TrainConfig', 'train_lm']
 
 # %% ../../../nbs/core/11_lm.ipynb #7da44886
 @runtime_checkable
@@ -375,6 +375,12 @@ def _pad_right(seqs: Sequence[Sequence[int]], pad_id: int, width: int) -> tuple[
         s = list(s)[:width]
         ids[r, :len(s)] = torch.tensor(s, dtype=torch.long); mask[r, :len(s)] = 1
     return ids, mask
+
+# %% ../../../nbs/core/11_lm.ipynb #d60c8fb5
+def token_logprobs(model: PreTrainedModel, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    "log p(ids[:, t] | ids[:, <t]) for t >= 1, shape (B, T-1)."
+    logits = model(input_ids=ids, attention_mask=attention_mask).logits[:, :-1].float()
+    return torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]
 
 # %% ../../../nbs/core/11_lm.ipynb #043a8542
 class TinyLM(HFChatModel):

@@ -244,7 +244,8 @@ class Arithmetic(Family):
     "Multi-step integer chains, e.g. ((3+4)*2)-5 = ?"
     name = "arithmetic"
 
-    def make(self, rng, difficulty):
+    def make(self, rng: random.Random, difficulty: int) -> Task:
+        "One arithmetic task from `rng` at `difficulty` (without uid)."
         start, ops = random_chain(rng, difficulty)
         vals = chain_values(start, ops)
         steps = [dict(op=op, operand=k, value=v) for (op, k), v in zip(ops, vals)]
@@ -253,14 +254,17 @@ class Arithmetic(Family):
                     private=dict(start=start, steps=steps), shards=shards,
                     goal="Compute a number. I will give you the steps one at a time.")
 
-    def verify(self, task, answer_text):
+    def verify(self, task: Task, answer_text: str) -> bool:
+        "True if the answer stated in `answer_text` solves `task`."
         return extract_int(answer_text) == int(task.solution)
 
-    def feedback(self, task, answer_text):
+    def feedback(self, task: Task, answer_text: str) -> str:
+        "What a teacher says about a wrong attempt, without stating the solution."
         st = task.private["steps"]
         return chain_feedback(answer_text, [s["value"] for s in st], [_OP_WORD[s["op"]][1] for s in st])
 
-    def hint(self, task, answer_text):
+    def hint(self, task: Task, answer_text: str) -> str:
+        "Answer to a student's question about its attempt, without stating the solution."
         return chain_hint(answer_text, task.private["start"], task.private["steps"])
 
     def solve_shards(self, shards, goal=""):
@@ -310,7 +314,8 @@ class WordProblems(Family):
     "Templated multi-step count problems: start, events, question."
     name = "word_problems"
 
-    def make(self, rng, difficulty):
+    def make(self, rng: random.Random, difficulty: int) -> Task:
+        "One word problems task from `rng` at `difficulty` (without uid)."
         who, other = rng.sample(NAMES, 2)
         item = rng.choice(ITEMS)
         start, ops = random_chain(rng, difficulty, lo=0, hi=99, div=True)
@@ -322,10 +327,12 @@ class WordProblems(Family):
         return Task(self.name, " ".join(facts + [q]), str(vals[-1]), private=dict(start=start, steps=steps),
                     shards=facts, goal=f"{q.removesuffix(' now?')} at the end? I will tell you what happens.")
 
-    def verify(self, task, answer_text):
+    def verify(self, task: Task, answer_text: str) -> bool:
+        "True if the answer stated in `answer_text` solves `task`."
         return extract_int(answer_text) == int(task.solution)
 
-    def feedback(self, task, answer_text):
+    def feedback(self, task: Task, answer_text: str) -> str:
+        "What a teacher says about a wrong attempt, without stating the solution."
         st = task.private["steps"]
         return chain_feedback(answer_text, [s["value"] for s in st], [s["name"] for s in st])
 
@@ -394,7 +401,8 @@ class Maze(Family):
     "Grid navigation: answer a move string from S to G."
     name = "maze"
 
-    def make(self, rng, difficulty):
+    def make(self, rng: random.Random, difficulty: int) -> Task:
+        "One maze task from `rng` at `difficulty` (without uid)."
         n = 3 + difficulty
         while True:
             grid = [["#" if rng.random() < 0.3 else "." for _ in range(n)] for _ in range(n)]
@@ -409,13 +417,15 @@ class Maze(Family):
                     private=dict(grid=rows), shards=[f"Row {i + 1}: {row}" for i, row in enumerate(rows)],
                     goal=f"Find moves (U/D/L/R) from S to G in a {n}x{n} maze. I will give you one row at a time.")
 
-    def verify(self, task, answer_text):
+    def verify(self, task: Task, answer_text: str) -> bool:
+        "True if the answer stated in `answer_text` solves `task`."
         mv = parse_moves(answer_text)
         if mv is None: return False
         kind, _, cell = walk(task.private["grid"], mv)
         return kind == "end" and cell == _find(task.private["grid"], "G")
 
-    def feedback(self, task, answer_text):
+    def feedback(self, task: Task, answer_text: str) -> str:
+        "What a teacher says about a wrong attempt, without stating the solution."
         grid = task.private["grid"]
         mv = parse_moves(answer_text)
         if mv is None: return "I could not read a path. Answer with moves like 'ANSWER: RDDL' using U, D, L, R."
@@ -471,7 +481,8 @@ class Mastermind(Family):
     def _shape(self, difficulty: int) -> tuple[int, int]:
         return difficulty + 1, min(6, difficulty + 3)
 
-    def make(self, rng, difficulty):
+    def make(self, rng: random.Random, difficulty: int) -> Task:
+        "One mastermind task from `rng` at `difficulty` (without uid)."
         length, colors = self._shape(difficulty)
         codes = ["".join(p) for p in product("123456"[:colors], repeat=length)]
         secret = rng.choice(codes)
@@ -494,10 +505,11 @@ class Mastermind(Family):
         n, k = task.private["length"], task.private["colors"]
         return a if re.fullmatch(rf"[1-{k}]{{{n}}}", a) else None
 
-    def verify(self, task, answer_text):
+    def verify(self, task: Task, answer_text: str) -> bool:
+        "True if the answer stated in `answer_text` solves `task`."
         return self._code(task, answer_text) == task.solution
 
-    def score_feedback(self, task, answer_text):
+    def score_feedback(self, task: Task, answer_text: str) -> str:
         "What the game itself says about a guess: its exact/misplaced score (or the expected format)."
         code = self._code(task, answer_text)
         n, k = task.private["length"], task.private["colors"]
@@ -505,7 +517,8 @@ class Mastermind(Family):
         ex, mis = mastermind_score(code, task.solution)
         return f"Your code has {_num_word(ex)} exact and {_num_word(mis)} misplaced."
 
-    def feedback(self, task, answer_text):
+    def feedback(self, task: Task, answer_text: str) -> str:
+        "What a teacher says about a wrong attempt, without stating the solution."
         fb, code = self.score_feedback(task, answer_text), self._code(task, answer_text)
         if code is None: return fb
         for i, (g, s) in enumerate(task.private["clues"]):
@@ -613,7 +626,8 @@ class Code(Family):
     name = "code"
     n_tests = 5
 
-    def make(self, rng, difficulty):
+    def make(self, rng: random.Random, difficulty: int) -> Task:
+        "One code task from `rng` at `difficulty` (without uid)."
         kind = rng.choice(["list", "list", "str"])
         steps, rets = (LIST_STEPS, LIST_RETURNS) if kind == "list" else (STR_STEPS, STR_RETURNS)
         arg, desc = _ARG[kind]
@@ -634,11 +648,13 @@ class Code(Family):
                                                           returns=rtype, arg=arg),
                     shards=shards, goal=head + ". I will tell you what it does, one step at a time.")
 
-    def verify(self, task, answer_text):
+    def verify(self, task: Task, answer_text: str) -> bool:
+        "True if the answer stated in `answer_text` solves `task`."
         code = extract_code(answer_text)
         return code is not None and run_hidden_tests(code, task.private["tests"]).passed
 
-    def feedback(self, task, answer_text):
+    def feedback(self, task: Task, answer_text: str) -> str:
+        "What a teacher says about a wrong attempt, without stating the solution."
         code = extract_code(answer_text)
         if code is None: return f"I could not find your function. Write it as 'def f({task.private['arg']}):'."
         r = run_hidden_tests(code, task.private["tests"])
@@ -654,7 +670,8 @@ class Code(Family):
             return f"Your function raises {r.outcomes[i][6:]} on the input {call}."
         return f"Your function gives a wrong result on the input {call}."
 
-    def hint(self, task, answer_text):
+    def hint(self, task: Task, answer_text: str) -> str:
+        "Answer to a student's question about its attempt, without stating the solution."
         code = extract_code(answer_text) if answer_text else None
         r = run_hidden_tests(code, task.private["tests"]) if code else None
         i = r.first_failure if r is not None and r.first_failure is not None else 0

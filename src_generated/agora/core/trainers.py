@@ -18,14 +18,14 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from .dialogue import DialogueConfig, DidacticEnv, Teacher
-from .lm import HFChatModel, LMExample, TrainConfig, chat_example, train_lm
+from .lm import HFChatModel, LMExample, TrainConfig, chat_example, token_logprobs, train_lm
 from .seeding import derive_seed, np_rng
 from .tasks import Task
 from .tokenizer import Message, encode_chat, role_loss_mask
 
 # %% auto #0
-__all__ = ['Rollout', 'sft_examples', 'masked_sft', 'group_advantages', 'token_logprobs', 'grpo_loss', 'GRPOConfig',
-           'grpo_update', 'train_grpo', 'didactic_rollout']
+__all__ = ['Rollout', 'sft_examples', 'masked_sft', 'group_advantages', 'grpo_loss', 'GRPOConfig', 'grpo_update', 'train_grpo',
+           'didactic_rollout']
 
 # %% ../../../nbs/core/16_trainers.ipynb #91ed3804
 def sft_examples(tokenizer, conversations: Sequence[Sequence[Message]],
@@ -87,11 +87,6 @@ def group_advantages(rewards: Sequence[float], group_size: int, scale_std: bool 
     return a.reshape(-1)
 
 # %% ../../../nbs/core/16_trainers.ipynb #97b36704
-def token_logprobs(model: PreTrainedModel, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    "log p(ids[:, t] | ids[:, <t]) for t >= 1, shape (B, T-1)."
-    logits = model(input_ids=ids, attention_mask=attention_mask).logits[:, :-1].float()
-    return torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]
-
 def grpo_loss(logp: torch.Tensor,  # (B, T) log-probs of the sampled tokens under the current policy
               old_logp: torch.Tensor,  # (B, T) the same under the policy that sampled them
               advantages: torch.Tensor,  # (B,) one advantage per conversation

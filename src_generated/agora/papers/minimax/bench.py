@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .maze import Maze, MazeLevels, MazeState, make_minigrid_env, random_levels
-from .train import MinigridLoop, PPOConfig, TrainConfig, train
-from .ued import TeacherConfig
+from .maze import MazeEnv, MazeLevels, MazeState, make_minigrid_env, random_levels
+from .train import MinigridLoop, PPOConfig, UEDTrainConfig, train
+from .ued import UEDTeacherConfig
 
 # %% auto #0
 __all__ = ['MODES', 'MINIMAX_PINS', 'reset_at', 'ours_env_speed', 'minigrid_env_speed', 'default_minimax_venv',
@@ -36,7 +36,7 @@ def _rate(call, batch: int, seconds: float, min_calls: int = 3) -> float:
         call(); n += 1
     return n * batch / (time.perf_counter() - t0)
 
-def reset_at(maze: Maze, state: MazeState, idx: torch.Tensor, levels: MazeLevels) -> MazeState:
+def reset_at(maze: MazeEnv, state: MazeState, idx: torch.Tensor, levels: MazeLevels) -> MazeState:
     "Restart the envs at `idx` on `levels` (in place)."
     new = maze.reset(levels)
     for f in MazeState.__dataclass_fields__: getattr(state, f)[idx] = getattr(new, f)
@@ -47,7 +47,7 @@ def ours_env_speed(batch: int, mode: str, size: int = 13, n_walls: int = 25, max
     "Env steps/s of our maze at `batch` under reset `mode`."
     if mode not in MODES: raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
     g = torch.Generator(device).manual_seed(seed)
-    maze = Maze(size, size, 5, max_steps, device=device)
+    maze = MazeEnv(size, size, 5, max_steps, device=device)
     state = maze.reset(random_levels(batch, size, size, n_walls, g, device=device))
     new = lambda n: random_levels(n, size, size, n_walls, g, device=device)
 
@@ -91,8 +91,8 @@ _JAX_SCRIPT = r'''
 import json, sys, time
 cfg = json.loads(sys.argv[1])
 import jax, jax.numpy as jnp
-from minimax.envs.maze.maze import Maze
-env = Maze(height=cfg["size"], width=cfg["size"], n_walls=cfg["n_walls"], agent_view_size=5,
+from minimax.envs.maze.maze import MazeEnv
+env = MazeEnv(height=cfg["size"], width=cfg["size"], n_walls=cfg["n_walls"], agent_view_size=5,
            max_episode_steps=cfg["max_steps"], see_through_walls=True)
 for batch in cfg["batches"]:
     for mode in cfg["modes"]:
@@ -151,9 +151,9 @@ def jax_env_speed(python: Path, batches: list[int], modes: list[str], size: int 
 def train_speed(n_envs: int, loop: bool, updates: int = 2, size: int = 13, n_walls: int = 25, max_steps: int = 250,
                 n_steps: int = 64, epochs: int = 3, hidden: int = 64, seed: int = 0) -> float:
     "Env steps per second of DR + PPO training, on our maze or on the `minigrid` loop (`loop=True`)."
-    cfg = TrainConfig(size=size, max_steps=max_steps, updates=updates, seed=seed,
+    cfg = UEDTrainConfig(size=size, max_steps=max_steps, updates=updates, seed=seed,
                       ppo=PPOConfig(n_envs=n_envs, n_steps=n_steps, epochs=epochs, hidden=hidden),
-                      teacher=TeacherConfig(method="dr", n_walls=n_walls))
+                      teacher=UEDTeacherConfig(method="dr", n_walls=n_walls))
     factory = (lambda: MinigridLoop(size, size, 5, max_steps)) if loop else None
     _, log = train(cfg, env_factory=factory)
     return log["env_steps"] / log["seconds"]

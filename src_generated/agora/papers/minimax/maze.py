@@ -15,7 +15,7 @@ if TYPE_CHECKING: from minigrid.minigrid_env import MiniGridEnv
 
 # %% auto #0
 __all__ = ['EMPTY', 'WALL', 'GOAL', 'DIR_VEC', 'LEFT', 'RIGHT', 'FORWARD', 'MUTATORS', 'MazeLevels', 'cat_levels', 'where_levels',
-           'parse_level', 'level_to_text', 'MazeState', 'Maze', 'random_cells', 'random_levels', 'flip_walls',
+           'parse_level', 'level_to_text', 'MazeState', 'MazeEnv', 'random_cells', 'random_levels', 'flip_walls',
            'move_goals', 'mutate_levels', 'level_keys', 'unique_levels', 'four_rooms', 'labyrinth', 'corridors',
            'perfect_maze', 'held_out_mazes', 'shortest_solution', 'to_minigrid_image', 'make_minigrid_env',
            'parity_check']
@@ -93,7 +93,7 @@ class MazeState:
     start_pos: torch.Tensor  # (B,) long, for restarts on the same level
     start_dir: torch.Tensor  # (B,) long
 
-class Maze:
+class MazeEnv:
     "A batch of MiniGrid-style mazes stepped together; static parameters here, episode state in `MazeState`."
     def __init__(self, h: int = 13, w: int = 13,  # interior size (paper: 13x13)
                  view: int = 5,  # egocentric view size (odd)
@@ -368,9 +368,9 @@ def make_minigrid_env(levels: MazeLevels, i: int = 0, max_steps: int = 250, view
     return LevelGridEnv()
 
 def parity_check(levels: MazeLevels, actions: torch.Tensor, max_steps: int = 250, view: int = 5) -> dict:
-    "Replay `actions` (T, n) on each level in `Maze` and in `minigrid`; counts of mismatching steps per quantity."
+    "Replay `actions` (T, n) on each level in `MazeEnv` and in `minigrid`; counts of mismatching steps per quantity."
     h, w = levels.shape
-    maze = Maze(h, w, view=view, max_steps=max_steps)
+    maze = MazeEnv(h, w, view=view, max_steps=max_steps)
     state = maze.reset(levels)
     envs = [make_minigrid_env(levels, i, max_steps, view) for i in range(len(levels))]
     obs = [e.reset(seed=0)[0] for e in envs]

@@ -13,13 +13,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .maze import (GOAL, WALL, Maze, MazeLevels, MazeState, cat_levels, make_minigrid_env,
+from .maze import (GOAL, WALL, MazeEnv, MazeLevels, MazeState, cat_levels, make_minigrid_env,
                                        random_levels, held_out_mazes)
-from .ued import (Teacher, TeacherConfig, episode_returns_max, max_mc, positive_value_loss)
+from .ued import (UEDTeacher, UEDTeacherConfig, episode_returns_max, max_mc, positive_value_loss)
 
 # %% auto #0
-__all__ = ['OneHotConv', 'MazePolicy', 'gae', 'Rollout', 'rollout', 'MinigridLoop', 'PPOConfig', 'ppo_update', 'solved_rate',
-           'TrainConfig', 'train', 'train_and_evaluate']
+__all__ = ['OneHotConv', 'MazePolicy', 'gae', 'MazeRollout', 'rollout', 'MinigridLoop', 'PPOConfig', 'ppo_update_recurrent',
+           'solved_rate', 'UEDTrainConfig', 'train', 'train_and_evaluate']
 
 # %% ../../../../nbs/papers/minimax/20_train.ipynb #29d3d166
 class OneHotConv(nn.Module):
@@ -93,13 +93,13 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, last_v
 
 # %% ../../../../nbs/papers/minimax/20_train.ipynb #f8d70788
 @dataclass
-class Rollout:
+class MazeRollout:
     "Time-major (T, B) rollout tensors."
     views: torch.Tensor; dirs: torch.Tensor; starts: torch.Tensor; actions: torch.Tensor; logp: torch.Tensor
     values: torch.Tensor; rewards: torch.Tensor; dones: torch.Tensor; solved: torch.Tensor; last_value: torch.Tensor
 
 @torch.no_grad()
-def rollout(env, state, policy: MazePolicy, steps: int, gen: torch.Generator | None = None) -> Rollout:
+def rollout(env, state, policy: MazePolicy, steps: int, gen: torch.Generator | None = None) -> MazeRollout:
     "Run `policy` for `steps` steps from fresh episodes in `state` (modified in place)."
     B = state.pos.shape[0] if isinstance(state, MazeState) else len(state)
     hc, starts = policy.initial_state(B), torch.ones(B, dtype=torch.bool)
@@ -115,11 +115,11 @@ def rollout(env, state, policy: MazePolicy, steps: int, gen: torch.Generator | N
                                reward.float(), done, solved)): buf[k].append(v)
         starts = done
     _, last_value, _ = policy.core(policy.features(env.observe(state), env.directions(state)), hc, starts)
-    return Rollout(**{k: torch.stack(v) for k, v in buf.items()}, last_value=last_value)
+    return MazeRollout(**{k: torch.stack(v) for k, v in buf.items()}, last_value=last_value)
 
 # %% ../../../../nbs/papers/minimax/20_train.ipynb #da44f169
 class MinigridLoop:
-    "The loop-based reference: one `minigrid` env per level, stepped one by one, behind `Maze`'s interface."
+    "The loop-based reference: one `minigrid` env per level, stepped one by one, behind `MazeEnv`'s interface."
     def __init__(self, h: int, w: int, view: int = 5, max_steps: int = 250):
         self.h, self.w, self.view, self.max_steps, self.envs, self.levels = h, w, view, max_steps, [], []
         self._lut = np.zeros(11, dtype=np.uint8)
@@ -165,7 +165,7 @@ class PPOConfig:
     max_grad_norm: float = 0.5  # gradient clipping (minimax: 0.5)
     hidden: int = 64          # LSTM width (minimax: 256)
 
-def ppo_update(policy: MazePolicy, opt: torch.optim.Optimizer, ro: Rollout, adv: torch.Tensor, ret: torch.Tensor,
+def ppo_update_recurrent(policy: MazePolicy, opt: torch.optim.Optimizer, ro: MazeRollout, adv: torch.Tensor, ret: torch.Tensor,
                cols: torch.Tensor, cfg: PPOConfig) -> dict:
     "PPO epochs on the rollout columns `cols`; returns mean losses."
     T = ro.actions.shape[0]
@@ -201,7 +201,7 @@ def solved_rate(policy: MazePolicy, levels: MazeLevels, n_episodes: int, max_ste
                 gen: torch.Generator | None = None) -> torch.Tensor:
     "(n_levels,) fraction of `n_episodes` first episodes solved on each level."
     h, w = levels.shape
-    maze = Maze(h, w, view=view, max_steps=max_steps)
+    maze = MazeEnv(h, w, view=view, max_steps=max_steps)
     idx = torch.arange(len(levels)).repeat_interleave(n_episodes)
     state = maze.reset(levels[idx])
     B = len(idx)
@@ -218,7 +218,7 @@ def solved_rate(policy: MazePolicy, levels: MazeLevels, n_episodes: int, max_ste
 
 # %% ../../../../nbs/papers/minimax/20_train.ipynb #92710862
 @dataclass
-class TrainConfig:
+class UEDTrainConfig:
     "One training run."
     size: int = 9                 # interior side of the maze (paper: 13)
     max_steps: int = 100          # episode length T (paper: 250)
@@ -226,17 +226,17 @@ class TrainConfig:
     updates: int = 20             # PPO gradient updates
     seed: int = 0
     ppo: PPOConfig = field(default_factory=PPOConfig)
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    teacher: UEDTeacherConfig = field(default_factory=UEDTeacherConfig)
 
-def train(cfg: TrainConfig, env_factory=None, progress: bool = False) -> tuple[MazePolicy, dict]:
+def train(cfg: UEDTrainConfig, env_factory=None, progress: bool = False) -> tuple[MazePolicy, dict]:
     "Train a student under `cfg.teacher`; returns the policy and a log (env steps, time, solved rate per update)."
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     p = cfg.ppo
-    env = (env_factory or (lambda: Maze(cfg.size, cfg.size, cfg.view, cfg.max_steps)))()
+    env = (env_factory or (lambda: MazeEnv(cfg.size, cfg.size, cfg.view, cfg.max_steps)))()
     policy = MazePolicy(cfg.view, hidden=p.hidden)
     opt = torch.optim.Adam(policy.parameters(), lr=p.lr, eps=1e-5)
-    teacher = Teacher(cfg.teacher, cfg.size, cfg.size, p.n_envs, gen)
+    teacher = UEDTeacher(cfg.teacher, cfg.size, cfg.size, p.n_envs, gen)
     log = {"env_steps": 0, "iterations": 0, "updates": 0, "train_solved": [], "kinds": []}
     t0 = time.perf_counter()
     while log["updates"] < cfg.updates and log["iterations"] < 4 * cfg.updates + 20:
@@ -250,7 +250,7 @@ def train(cfg: TrainConfig, env_factory=None, progress: bool = False) -> tuple[M
         log["iterations"] += 1
         log["kinds"].append(prop.kind)
         if prop.train.any():
-            ppo_update(policy, opt, ro, adv, ret, prop.train.nonzero().flatten(), p)
+            ppo_update_recurrent(policy, opt, ro, adv, ret, prop.train.nonzero().flatten(), p)
             log["updates"] += 1
             eps = ro.dones[:, prop.train].sum().item()
             log["train_solved"].append(ro.solved[:, prop.train].sum().item() / max(eps, 1))
@@ -260,7 +260,7 @@ def train(cfg: TrainConfig, env_factory=None, progress: bool = False) -> tuple[M
     return policy, log
 
 # %% ../../../../nbs/papers/minimax/20_train.ipynb #649e21ac
-def train_and_evaluate(cfg: TrainConfig, eval_episodes: int = 16, n_random: int = 64) -> dict:
+def train_and_evaluate(cfg: UEDTrainConfig, eval_episodes: int = 16, n_random: int = 64) -> dict:
     "Train under `cfg`, then solved rates per held-out maze, on `n_random` random levels, and run statistics."
     torch.set_num_threads(1)
     policy, log = train(cfg)

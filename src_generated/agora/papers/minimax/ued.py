@@ -13,7 +13,7 @@ from .maze import MazeLevels, cat_levels, level_keys, mutate_levels, random_leve
 
 # %% auto #0
 __all__ = ['SCORES', 'TEACHERS', 'positive_value_loss', 'max_mc', 'episode_returns_max', 'rank_weights', 'staleness_weights',
-           'replay_distribution', 'LevelBuffer', 'TeacherConfig', 'Proposal', 'Teacher']
+           'replay_distribution', 'LevelBuffer', 'UEDTeacherConfig', 'Proposal', 'UEDTeacher']
 
 # %% ../../../../nbs/papers/minimax/10_ued.ipynb #5316d98c
 def positive_value_loss(advantages: torch.Tensor) -> torch.Tensor:
@@ -114,7 +114,7 @@ class LevelBuffer:
 
 # %% ../../../../nbs/papers/minimax/10_ued.ipynb #5339cc0f
 @dataclass
-class TeacherConfig:
+class UEDTeacherConfig:
     "Hyperparameters of the teachers (minimax's defaults in comments)."
     method: str = "dr"              # dr | plr | accel | pplr
     n_walls: int = 25               # walls of a random level (minimax: 25 on 13x13)
@@ -137,9 +137,9 @@ class Proposal:
     slots: torch.Tensor   # (B,) long buffer slot of replayed levels, -1 for new ones
     kind: str             # new | replay | mutate | mixed
 
-class Teacher:
+class UEDTeacher:
     "DR, robust PLR, ACCEL and parallel PLR behind one `propose`/`observe` interface."
-    def __init__(self, cfg: TeacherConfig, h: int, w: int, batch: int, gen: torch.Generator):
+    def __init__(self, cfg: UEDTeacherConfig, h: int, w: int, batch: int, gen: torch.Generator):
         if cfg.method not in TEACHERS: raise ValueError(f"unknown teacher {cfg.method!r}; valid: {', '.join(TEACHERS)}")
         if cfg.score not in SCORES: raise ValueError(f"unknown score {cfg.score!r}; valid: {', '.join(SCORES)}")
         self.cfg, self.h, self.w, self.batch, self.gen = cfg, h, w, batch, gen

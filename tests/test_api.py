@@ -1,0 +1,42 @@
+"The public API reads cleanly: one definition per public name, documented and typed protocol overrides."
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from collections import defaultdict
+
+import agora
+from agora.core import dialogue, tasks
+
+
+def public_definitions() -> dict[str, list[str]]:
+    "Public classes and functions (in a module's `__all__`) by name: the modules that define them."
+    defs = defaultdict(list)
+    for m in pkgutil.walk_packages(agora.__path__, "agora."):
+        if m.name.endswith("__main__"): continue
+        mod = importlib.import_module(m.name)
+        for name in getattr(mod, "__all__", []):
+            obj = getattr(mod, name, None)
+            if (inspect.isclass(obj) or inspect.isfunction(obj)) and obj.__module__ == m.name: defs[name].append(m.name)
+    return defs
+
+
+def test_no_two_modules_define_the_same_public_name():
+    clashes = {n: ms for n, ms in public_definitions().items() if len(ms) > 1}
+    assert not clashes, clashes
+
+
+def test_protocol_overrides_have_docstrings_and_type_hints():
+    bad = []
+    for mod, base, methods in [(tasks, tasks.Family, ("make", "verify", "feedback", "hint", "score_feedback")),
+                               (dialogue, dialogue.Teacher, ("respond", "answer"))]:
+        for name, cls in inspect.getmembers(mod, inspect.isclass):
+            if not issubclass(cls, base) or cls is base: continue
+            for m in methods:
+                if (f := cls.__dict__.get(m)) is None: continue
+                sig = inspect.signature(f)
+                untyped = [p for p, v in sig.parameters.items() if p != "self" and v.annotation is inspect.Parameter.empty]
+                if not f.__doc__ or untyped or sig.return_annotation is inspect.Signature.empty:
+                    bad.append(f"{name}.{m}")
+    assert not bad, bad
