@@ -133,9 +133,10 @@ def test_rl2f_aux_loss_teaches_the_teacher_turn():
     assert _teacher_nll(lm, CONV) < 0.5 * before
 
 
-def test_rl2f_self_critique_method_registered_and_logs_critique_loss():
-    from agora.core.didactic import METHODS, SIZES, MethodConfig, make_tasks
+def test_rl2f_self_critique_method_logs_critique_loss():
+    from agora.core.didactic import METHODS, SIZES, MethodConfig, make_tasks, self_critique_rl
+    assert self_critique_rl in METHODS
     cfg = MethodConfig(max_new_tokens=6, rl_steps=2, problems_per_step=2, group_size=2, train_turns=2)
-    log = METHODS["self_critique_rl"](TinyLM.create(SIZES["0.1m"], seed=0), make_tasks("math", 4, 0, "train", (1,)), cfg)
+    log = self_critique_rl(TinyLM.create(SIZES["0.1m"], seed=0), make_tasks("math", 4, 0, "train", (1,)), cfg)
     assert [r["step"] for r in log["rl"]] == [0, 1]
     assert all("aux_nll" in r for r in log["rl"])

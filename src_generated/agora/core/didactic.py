@@ -8,14 +8,13 @@ parallel processes."""
 # %% ../../../nbs/core/17_didactic.ipynb #65c52511
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -30,11 +29,12 @@ from .tokenizer import build_tokenizer
 from .trainers import GRPOConfig, didactic_rollout, masked_sft, train_grpo
 
 # %% auto #0
-__all__ = ['DOMAINS', 'SIZES', 'DIFFICULTIES', 'METHODS', 'CACHE_SLUG', 'TEACHER_NAMES', 'make_tasks', 'worked_answer',
-           'single_turn', 'BaseConfig', 'turn1_accuracy', 'pretrain_base', 'MethodConfig', 'dialogue_config',
-           'grpo_config', 'sft_stage', 'single_turn_sft', 'single_turn_rl', 'multi_turn_rl', 'collect_dialogues',
-           'dialogue_sft', 'self_critique_rl', 'register_method', 'base_model', 'train_tasks', 'trained_model',
-           'named_model', 'parallel_calls', 'build_models', 'make_teacher', 'play', 'eval_play']
+__all__ = ['DOMAINS', 'SIZES', 'DIFFICULTIES', 'Method', 'METHODS', 'BASE_PARAMS', 'METHOD_PARAMS', 'CACHE_SLUG', 'TEACHER_NAMES',
+           'make_tasks', 'worked_answer', 'single_turn', 'BaseConfig', 'turn1_accuracy', 'pretrain_base',
+           'MethodConfig', 'dialogue_config', 'grpo_config', 'sft_stage', 'single_turn_sft', 'single_turn_rl',
+           'multi_turn_rl', 'collect_dialogues', 'dialogue_sft', 'self_critique_rl', 'method_name',
+           'experiment_configs', 'base_model', 'train_tasks', 'trained_model', 'named_model', 'parallel_calls',
+           'build_models', 'make_teacher', 'play', 'eval_play']
 
 # %% ../../../nbs/core/17_didactic.ipynb #039e397f
 DOMAINS = {"math": ("arithmetic", "word_problems"), "code": ("code",), "maze": ("maze",), "puzzle": ("puzzle",)}
@@ -161,6 +161,8 @@ def sft_stage(chat: HFChatModel, convs: list, cfg: MethodConfig, name: str,
                       train_roles)
 
 # %% ../../../nbs/core/17_didactic.ipynb #1ef63d1b
+Method = Callable[[HFChatModel, Sequence[Task], MethodConfig], dict]  # finetunes the model in place; returns a log
+
 def single_turn_sft(chat: HFChatModel, tasks: Sequence[Task], cfg: MethodConfig) -> dict:
     "Baseline: SFT on the reference answers of the training problems (one turn, no teacher)."
     return dict(losses=sft_stage(chat, [single_turn(t) for t in tasks], cfg, "single_turn_sft"))
@@ -170,7 +172,7 @@ def single_turn_rl(chat: HFChatModel, tasks: Sequence[Task], cfg: MethodConfig) 
     return dict(rl=train_grpo(chat, tasks, didactic_rollout(None, dialogue_config(cfg, 1)), grpo_config(cfg)))
 
 def multi_turn_rl(chat: HFChatModel, tasks: Sequence[Task], cfg: MethodConfig) -> dict:
-    "GRPO over whole teacher/student conversations, reward `discount**(t-1)`, loss on student tokens."
+    "GRPO over whole teacher/student conversations, reward `discount**(t-1)`, student tokens (online SML, RL²F)."
     ro = didactic_rollout(ScriptedTeacher(), dialogue_config(cfg), cfg.discount)
     return dict(rl=train_grpo(chat, tasks, ro, grpo_config(cfg)))
 
@@ -182,24 +184,41 @@ def collect_dialogues(chat: HFChatModel, tasks: Sequence[Task], cfg: MethodConfi
                                                                                     derive_seed(cfg.seed, "collect"))
 
 def dialogue_sft(chat: HFChatModel, tasks: Sequence[Task], cfg: MethodConfig) -> dict:
-    "Keep the successful dialogues and finetune on their student turns only (teacher turns masked)."
+    "Keep the successful dialogues and finetune on their student turns only (teacher turns masked; offline SML)."
     eps = collect_dialogues(chat, tasks, cfg)
     kept = [e.messages() for e in eps if e.solved_at is not None]
     return dict(collected=len(eps), kept=len(kept), losses=sft_stage(chat, kept, cfg, "dialogue_sft"))
 
 def self_critique_rl(chat: HFChatModel, tasks: Sequence[Task], cfg: MethodConfig) -> dict:
-    "RL²F plus self-critique: multi-turn GRPO on student tokens + `critique_coef` x LM loss on the teacher's turns."
+    "`multi_turn_rl` plus `critique_coef` x an LM loss on the teacher's turns (RL²F + self-critique)."
     ro = didactic_rollout(ScriptedTeacher(), dialogue_config(cfg), cfg.discount)
     gcfg = replace(grpo_config(cfg), aux_coef=cfg.critique_coef, aux_roles=("teacher",))
     return dict(rl=train_grpo(chat, tasks, ro, gcfg))
 
-METHODS: dict[str, Callable[[HFChatModel, Sequence[Task], MethodConfig], dict]] = {
-    "single_turn_sft": single_turn_sft, "single_turn_rl": single_turn_rl, "dialogue_sft": dialogue_sft,
-    "multi_turn_rl": multi_turn_rl, "self_critique_rl": self_critique_rl}
+METHODS: tuple[Method, ...] = (single_turn_sft, single_turn_rl, dialogue_sft, multi_turn_rl, self_critique_rl)
 
-def register_method(name: str, fn: Callable[[HFChatModel, Sequence[Task], MethodConfig], dict]) -> None:
-    "Make `fn(chat, tasks, cfg) -> log` available to `trained_model` under `name`."
-    METHODS[name] = fn
+def method_name(method: Method) -> str:
+    "A method's one name: its function's name (its cache key, and its models' name in the papers' results)."
+    name = getattr(method, "__name__", None)
+    if not callable(method) or not isinstance(name, str) or not name.isidentifier():
+        raise TypeError(f"a method is a named function such as multi_turn_rl, got {method!r}")
+    return name
+
+# %% ../../../nbs/core/17_didactic.ipynb #540f8ba4
+BASE_PARAMS = {"size": "size", "n_pretrain": "n_problems", "pretrain_chunk": "chunk_steps",
+               "pretrain_steps": "max_steps", "n_val": "n_val"}  # notebook parameter -> `BaseConfig` field
+METHOD_PARAMS = ("train_turns", "sft_steps", "rl_steps", "problems_per_step", "group_size", "collect_per_problem",
+                 "max_new_tokens")  # notebook parameters that are `MethodConfig` fields of the same name
+
+def experiment_configs(params: Mapping[str, object]) -> tuple[list[BaseConfig], list[MethodConfig]]:
+    "The base and method configs of every seed in `params['seeds']`, set by a notebook's parameters."
+    missing = [k for k in ("seeds", *BASE_PARAMS, *METHOD_PARAMS) if k not in params]
+    if missing: raise KeyError(f"missing notebook parameters: {', '.join(missing)}")
+    base = {f: params[k] for k, f in BASE_PARAMS.items()}
+    if "base_domains" in params: base["domains"] = tuple(params["base_domains"])
+    method = {k: params[k] for k in METHOD_PARAMS}
+    seeds = list(params["seeds"])
+    return [BaseConfig(**base, seed=s) for s in seeds], [MethodConfig(**method, seed=s) for s in seeds]
 
 # %% ../../../nbs/core/17_didactic.ipynb #d46ee7a7
 CACHE_SLUG = "didactic"
@@ -217,36 +236,35 @@ def train_tasks(domain: str, n: int, base: BaseConfig) -> list[Task]:
     "The finetuning problems of a domain (distinct from the pretraining, validation and evaluation splits)."
     return make_tasks(domain, n, base.seed, "train", base.levels(domain))
 
-def trained_model(method: str, domain: str, n_train: int, base: BaseConfig, cfg: MethodConfig,
+def trained_model(method: Method, domain: str, n_train: int, base: BaseConfig, cfg: MethodConfig,
                   slug: str = CACHE_SLUG) -> tuple[HFChatModel, dict]:
-    "The base student finetuned by `method` on `n_train` problems of `domain`, cached."
-    if method == "base": return base_model(base, slug=slug)
-    if method not in METHODS: raise KeyError(f"unknown method {method!r}; choose from base, {', '.join(METHODS)}")
-    key = dict(method=method, domain=domain, n_train=n_train, base=asdict(base), cfg=asdict(cfg))
-    with cached_stage(slug, f"method-{method}-{domain}", key) as (d, done):
+    "The base student finetuned by `method` on `n_train` problems of `domain`, cached under the method's name."
+    name = method_name(method)
+    key = dict(method=name, domain=domain, n_train=n_train, base=asdict(base), cfg=asdict(cfg))
+    with cached_stage(slug, f"method-{name}-{domain}", key) as (d, done):
         if not done:
             chat, _ = base_model(base, slug=slug)
             t0 = time.time()
-            log = METHODS[method](chat, train_tasks(domain, n_train, base), cfg)
+            log = method(chat, train_tasks(domain, n_train, base), cfg)
             log["seconds"] = round(time.time() - t0, 1)
             chat.save_pretrained(d); (d / "log.json").write_text(json.dumps(log, default=float))
     return HFChatModel.from_pretrained(d, dtype="float32"), json.loads((d / "log.json").read_text())
 
-def named_model(name: str, methods: dict[str, str], domain: str, n_train: int, base: BaseConfig, cfg: MethodConfig,
+def named_model(name: str, methods: Sequence[Method], domain: str, n_train: int, base: BaseConfig, cfg: MethodConfig,
                 big_size: str | None = None) -> HFChatModel:
-    "A paper's model by its name: `base`, `big_base` (the `big_size` reference) or a key of `methods` (name: method)."
+    "A paper's model by its name: `base`, `big_base` (the `big_size` reference) or the name of one of `methods`."
     if name == "base": return base_model(base)[0]
     if name == "big_base":
         if big_size is None: raise ValueError("big_base needs big_size")
         return base_model(base, big=big_size)[0]
-    if name not in methods:
-        raise KeyError(f"unknown model {name!r}; choose from {', '.join(['base', 'big_base', *methods])}")
-    return trained_model(methods[name], domain, n_train, base, cfg)[0]
+    by_name = {method_name(m): m for m in methods}
+    if name not in by_name:
+        raise KeyError(f"unknown model {name!r}; choose from {', '.join(['base', 'big_base', *by_name])}")
+    return trained_model(by_name[name], domain, n_train, base, cfg)[0]
 
 # %% ../../../nbs/core/17_didactic.ipynb #8d4aa188
-def _init_worker(threads: int, imports: Sequence[str]) -> None:
+def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
-    for m in imports: importlib.import_module(m)
 
 def _run_call(fn: Callable, args: tuple) -> object:
     return fn(*args)
@@ -255,21 +273,20 @@ def _run_build(fn: Callable, args: tuple) -> object:
     return fn(*args)[1]
 
 def parallel_calls(calls: Sequence[tuple[Callable, tuple]], jobs: int = 1, threads: int = 1,
-                   imports: Sequence[str] = (), _run: Callable = _run_call) -> list:
+                   _run: Callable = _run_call) -> list:
     "`[fn(*args) for fn, args in calls]`, in `jobs` spawned processes (`fn`, args and results must pickle)."
     if jobs < 1: raise ValueError(f"jobs must be >= 1, got {jobs}")
     if jobs == 1:
-        _init_worker(threads, imports)
+        _init_worker(threads)
         return [_run(fn, args) for fn, args in calls]
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(threads, tuple(imports))) as pool:
+                             initargs=(threads,)) as pool:
         futs = [pool.submit(_run, fn, args) for fn, args in calls]
         return [f.result() for f in futs]
 
-def build_models(calls: Sequence[tuple[Callable, tuple]], jobs: int = 1, threads: int = 1,
-                 imports: Sequence[str] = ()) -> list:
+def build_models(calls: Sequence[tuple[Callable, tuple]], jobs: int = 1, threads: int = 1) -> list:
     "Run cached-model builders `fn(*args) -> (model, log)` in `jobs` processes; the logs, in order."
-    return parallel_calls(calls, jobs, threads, imports, _run_build)
+    return parallel_calls(calls, jobs, threads, _run_build)
 
 # %% ../../../nbs/core/17_didactic.ipynb #a7cbcba4
 TEACHER_NAMES = ("scripted", "retry", "shuffled", "blind_retry", "env", "self")

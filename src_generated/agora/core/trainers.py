@@ -24,8 +24,8 @@ from .tasks import Task
 from .tokenizer import Message, encode_chat, role_loss_mask
 
 # %% auto #0
-__all__ = ['Rollout', 'sft_examples', 'masked_sft', 'group_advantages', 'grpo_loss', 'GRPOConfig', 'grpo_update', 'train_grpo',
-           'didactic_rollout']
+__all__ = ['Rollout', 'sft_examples', 'masked_sft', 'group_advantages', 'grpo_loss', 'GRPOConfig', 'grpo_update',
+           'grpo_optimizer', 'grpo_batch', 'informative_groups', 'train_grpo', 'didactic_rollout']
 
 # %% ../../../nbs/core/16_trainers.ipynb #91ed3804
 def sft_examples(tokenizer, conversations: Sequence[Sequence[Message]],
@@ -191,24 +191,37 @@ def grpo_update(chat: HFChatModel, opt: torch.optim.Optimizer, convs: Sequence[S
     return float(np.mean(losses))
 
 # %% ../../../nbs/core/16_trainers.ipynb #b746b162
+def grpo_optimizer(chat: HFChatModel,
+                   cfg: GRPOConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    "AdamW (betas 0.9, 0.99) and its schedule: a linear warm-up to `cfg.lr` over `cfg.warmup` steps, then constant."
+    opt = torch.optim.AdamW(chat.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
+
+def grpo_batch(tasks: Sequence, rng: np.random.Generator, cfg: GRPOConfig) -> list:
+    "`cfg.problems_per_step` problems drawn from `tasks`, each repeated `cfg.group_size` times (one group each)."
+    pick = rng.choice(len(tasks), cfg.problems_per_step, replace=len(tasks) < cfg.problems_per_step)
+    return [tasks[i] for i in pick for _ in range(cfg.group_size)]
+
+def informative_groups(rewards: np.ndarray, group_size: int) -> np.ndarray:
+    "Indices of the conversations in groups whose rewards differ (a group of equal rewards has zero advantages)."
+    return np.flatnonzero(np.repeat(np.asarray(rewards).reshape(-1, group_size).std(1) > 0, group_size))
+
 def train_grpo(chat: HFChatModel, tasks: Sequence, rollout: Rollout, cfg: GRPOConfig,
                train_roles: Sequence[str] = ("student",), progress: bool = False) -> list[dict]:
     "GRPO on `chat` (in place) over conversations played by `rollout`; one log row per step."
     if not tasks: raise ValueError("no tasks")
     tasks, G = list(tasks), cfg.group_size
     rng = np_rng(cfg.seed, "grpo-problems")
-    opt = torch.optim.AdamW(chat.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
+    opt, sched = grpo_optimizer(chat, cfg)
     ref = copy.deepcopy(chat.model).eval() if cfg.kl_coef > 0 else None
     log = []
     for step in tqdm(range(cfg.steps), disable=not progress, desc="grpo"):
-        pick = rng.choice(len(tasks), cfg.problems_per_step, replace=len(tasks) < cfg.problems_per_step)
-        batch = [tasks[i] for i in pick for _ in range(G)]
+        batch = grpo_batch(tasks, rng, cfg)
         chat.model.eval()
         played = rollout(chat, batch, derive_seed(cfg.seed, "grpo-rollout", step))
         rewards = np.array([r for _, r in played], dtype=float)
         adv = group_advantages(rewards, G, cfg.scale_std)
-        keep = np.flatnonzero(np.repeat(rewards.reshape(-1, G).std(1) > 0, G))
+        keep = informative_groups(rewards, G)
         stats = {}
         if cfg.aux_coef > 0:  # every conversation feeds the auxiliary loss; only informative groups the RL loss
             mask = np.zeros(len(played), bool); mask[keep] = True

@@ -19,7 +19,7 @@ __all__ = ['TEACHER_FAMILIES', 'TRANSFER_MODELS', 'EvalConfig', 'model_stats', '
 
 # %% ../../../../nbs/papers/rl2f/30_gap_transfer.ipynb #6857a44f
 TEACHER_FAMILIES = ["code", "maze", "puzzle"]  # held-out domains, played with the scripted teacher
-TRANSFER_MODELS = ["base", "rl2f", "single_turn_rl"]
+TRANSFER_MODELS = ["base", "multi_turn_rl", "single_turn_rl"]  # untrained, RL²F, single-turn RL
 
 @dataclass(frozen=True)
 class EvalConfig:

@@ -18,8 +18,8 @@ from .train import load_model
 __all__ = ['CONDITIONS', 'SelfCorrectionConfig', 'self_correction_seed', 'states_answer_rate']
 
 # %% ../../../../nbs/papers/rl2f/40_self_correction.ipynb #e5ce9a6a
-CONDITIONS = [("self_critique", "self"), ("self_critique", "blind_retry"), ("self_critique", "scripted"),
-              ("rl2f", "self"), ("rl2f", "blind_retry"), ("base", "self")]
+CONDITIONS = [("self_critique_rl", "self"), ("self_critique_rl", "blind_retry"), ("self_critique_rl", "scripted"),
+              ("multi_turn_rl", "self"), ("multi_turn_rl", "blind_retry"), ("base", "self")]  # (model, teacher)
 
 @dataclass(frozen=True)
 class SelfCorrectionConfig:

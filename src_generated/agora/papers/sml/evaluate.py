@@ -11,10 +11,11 @@ from typing import Sequence
 
 import numpy as np
 
-from ...core.didactic import BaseConfig, MethodConfig, eval_play, make_tasks, named_model, worked_answer
+from ...core.didactic import (BaseConfig, MethodConfig, eval_play, make_tasks, method_name, named_model,
+                                 worked_answer)
 from ...core.dialogue import Episode, success_by_turn
 from ...core.lm import HFChatModel
-from .methods import METHOD_IDS
+from .methods import METHODS
 
 # %% auto #0
 __all__ = ['MODELS', 'feedback_prefixes', 'answer_loss_by_turn', 'EvalConfig', 'load_model', 'evaluate_seed']
@@ -39,7 +40,7 @@ def answer_loss_by_turn(chat: HFChatModel, prefixes: Sequence[Sequence[list[dict
     return nll.reshape(len(prefixes), k1).mean(0)
 
 # %% ../../../../nbs/papers/sml/30_eval.ipynb #cfe44769
-MODELS = ["base", "big_base", *METHOD_IDS]
+MODELS = ["base", "big_base", *map(method_name, METHODS)]
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -52,8 +53,8 @@ class EvalConfig:
     big_size: str | None = None  # bigger reference size (None: not evaluated)
 
 def load_model(name: str, b: BaseConfig, m: MethodConfig, ev: EvalConfig) -> HFChatModel:
-    "A cached model of the experiment by its name in the paper (base, big_base, offline_sml, ...)."
-    return named_model(name, METHOD_IDS, "math", ev.n_train, b, m, ev.big_size)
+    "A cached model of the experiment by its name (base, big_base, or a method's: dialogue_sft, multi_turn_rl, ...)."
+    return named_model(name, METHODS, "math", ev.n_train, b, m, ev.big_size)
 
 def evaluate_seed(b: BaseConfig, m: MethodConfig, ev: EvalConfig) -> dict:
     "Success by turn, feedback controls and answer loss of every model of one seed."
@@ -64,7 +65,7 @@ def evaluate_seed(b: BaseConfig, m: MethodConfig, ev: EvalConfig) -> dict:
         eps = eval_play(chat, tasks, "scripted", ev.eval_turns, b, m)
         out["curves"][n] = success_by_turn(eps, ev.eval_turns)
         if n == "base": base_eps = eps
-    for n in ("base", "online_sml"):
+    for n in ("base", "multi_turn_rl"):
         chat = models[n]
         for t in ("scripted", "retry", "shuffled"):
             eps = eval_play(chat, tasks, t, ev.train_turns, b, m)
@@ -72,7 +73,7 @@ def evaluate_seed(b: BaseConfig, m: MethodConfig, ev: EvalConfig) -> dict:
     by_uid = {t.uid: t for t in tasks}
     pre = [(feedback_prefixes(e, ev.k_max), worked_answer(by_uid[e.uid])) for e in base_eps]
     pre = [(p, a) for p, a in pre if p is not None]
-    for n in ("base", "offline_sml", "online_sml"):
+    for n in ("base", "dialogue_sft", "multi_turn_rl"):
         out["aloss"][n] = (answer_loss_by_turn(models[n], [p for p, _ in pre], [a for _, a in pre])
                            if pre else np.full(ev.k_max + 1, np.nan))
     out["n_prefixes"] = len(pre)

@@ -11,10 +11,10 @@ from functools import cache
 
 from ...core.didactic import BaseConfig, MethodConfig, eval_play, make_tasks, named_model
 from ...core.dialogue import premature_answer_rate, success_by_turn, turn_kind_rate
-from .methods import METHOD_IDS
+from .methods import METHODS
 
 DOMAINS = ["math", "code"]
-SHARDED_MODELS = ["base", "online_sml", "q_primed_sml"]
+SHARDED_MODELS = ["base", "multi_turn_rl", "q_primed_rl"]  # base, online SML, SML + Q-priming
 
 @dataclass(frozen=True)
 class TransferConfig:
@@ -25,15 +25,15 @@ class TransferConfig:
     n_train: int = 256  # finetuning problems the methods were trained on (part of their cache key)
 
 def transfer_sharded_seed(b: BaseConfig, m: MethodConfig, c: TransferConfig) -> dict:
-    "One seed: online SML (trained on each domain) minus base by turn `train_turns`; sharded success and turn kinds."
+    "Online SML (`multi_turn_rl`, trained on each domain) minus base by turn `train_turns`; sharded success, kinds."
     evals = {ev: make_tasks(ev, c.n_eval, b.seed, "eval", b.levels(ev)) for ev in DOMAINS}
     @cache  # each model is loaded once
-    def model(name, dom): return named_model(name, METHOD_IDS, dom, c.n_train, b, m)
+    def model(name, dom): return named_model(name, METHODS, dom, c.n_train, b, m)
     def success(chat, ts):
         return success_by_turn(eval_play(chat, ts, "scripted", c.train_turns, b, m), c.train_turns)[-1]
     base = model("base", "math")
     base_succ = {ev: success(base, ts) for ev, ts in evals.items()}
-    transfer = {(tr, ev): success(model("online_sml", tr), ts) - base_succ[ev]
+    transfer = {(tr, ev): success(model("multi_turn_rl", tr), ts) - base_succ[ev]
                 for tr in DOMAINS for ev, ts in evals.items()}
     sharded = {}
     for n in SHARDED_MODELS:
