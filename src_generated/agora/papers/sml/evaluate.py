@@ -52,9 +52,9 @@ class EvalConfig:
     n_train: int = 256  # finetuning problems the methods were trained on (part of their cache key)
     big_size: str | None = None  # bigger reference size (None: not evaluated)
 
-def load_model(name: str, b: BaseConfig, m: MethodConfig, ev: EvalConfig) -> HFChatModel:
+def load_model(name: str, base: BaseConfig, method: MethodConfig, evaluation: EvalConfig) -> HFChatModel:
     "A cached model of the experiment by its name (base, big_base, or a method's: dialogue_sft, multi_turn_rl, ...)."
-    return named_model(name, METHODS, "math", ev.n_train, b, m, ev.big_size)
+    return named_model(name, METHODS, "math", evaluation.n_train, base, method, evaluation.big_size)
 
 def evaluate_seed(b: BaseConfig, m: MethodConfig, ev: EvalConfig) -> dict:
     "Success by turn, feedback controls and answer loss of every model of one seed."
