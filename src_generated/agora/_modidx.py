@@ -488,6 +488,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'agora.core.results.read_results': ('core/results.html#read_results', 'agora/core/results.py'),
                                     'agora.core.results.record_metrics': ('core/results.html#record_metrics', 'agora/core/results.py'),
                                     'agora.core.results.summarize': ('core/results.html#summarize', 'agora/core/results.py'),
+                                    'agora.core.results.timings_path': ('core/results.html#timings_path', 'agora/core/results.py'),
                                     'agora.core.results.wilson_ci': ('core/results.html#wilson_ci', 'agora/core/results.py'),
                                     'agora.core.results.write_run_meta': ('core/results.html#write_run_meta', 'agora/core/results.py')},
             'agora.core.sandbox': { 'agora.core.sandbox.SandboxResult': ('core/sandbox.html#sandboxresult', 'agora/core/sandbox.py'),

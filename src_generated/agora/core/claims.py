@@ -167,7 +167,8 @@ def judge_paper(card: PaperCard, profile: str, root: Path | None = None) -> list
         rel = p.relative_to(find_root()) if root is None else p.relative_to(root)
         why = f"no {rel}: run agora reproduce --paper {card.slug} --profile {profile}"
         return [Verdict(c, "not run", detail=why) for c in card.claims]
-    metrics = read_results(card.slug, profile, root)["metrics"]
+    metrics = {**read_results(card.slug, profile, root)["metrics"],
+               **read_results(card.slug, profile, root, timings=True)["metrics"]}  # a claim may be about speed
     return [judge(c, metrics) for c in card.claims]
 
 def _fmt(x: float) -> str: return f"{x:.3g}"

@@ -19,8 +19,8 @@ from .paths import check_profile, results_path, run_dir
 from .profiles import InputError
 
 # %% auto #0
-__all__ = ['mean_ci', 'wilson_ci', 'rate_ci', 'summarize', 'read_results', 'record_metrics', 'metric_values', 'Results',
-           'load_results', 'write_run_meta']
+__all__ = ['mean_ci', 'wilson_ci', 'rate_ci', 'summarize', 'timings_path', 'read_results', 'record_metrics', 'metric_values',
+           'Results', 'load_results', 'write_run_meta']
 
 # %% ../../../nbs/core/03_results.ipynb #7b946b1c
 def _round(x: float, sig: int = 6) -> float | None:
@@ -62,9 +62,14 @@ def summarize(values: Iterable[float] | float) -> dict:
     return {"values": [_round(x) for x in vals], "n": len(vals), "mean": _round(m), "ci95": [_round(lo), _round(hi)]}
 
 # %% ../../../nbs/core/03_results.ipynb #24ad1d44
-def read_results(slug: str, profile: str, root: Path | None = None) -> dict:
-    "The results file of `slug` under `profile`: `{'paper', 'profile', 'metrics': {name: entry}}` (empty metrics if none)."
+def timings_path(slug: str, profile: str, root: Path | None = None) -> Path:
+    "A paper's timings, kept apart from its metrics: `<profile>.timings.json` beside the results file."
     p = results_path(slug, profile, root)
+    return p.with_name(f"{p.stem}.timings.json")
+
+def read_results(slug: str, profile: str, root: Path | None = None, timings: bool = False) -> dict:
+    "The results (or `timings`) file of `slug` under `profile`: `{'paper', 'profile', 'metrics': {name: entry}}`, empty if none."
+    p = (timings_path if timings else results_path)(slug, profile, root)
     if not p.is_file(): return {"paper": slug, "profile": profile, "metrics": {}}
     try: res = json.loads(p.read_text())
     except ValueError as e: raise InputError(f"{p}: not a valid JSON results file ({str(e).splitlines()[0]})") from None
@@ -77,18 +82,18 @@ def _dump(obj: dict) -> str:
     return json.dumps(obj, indent=1, sort_keys=True) + "\n"
 
 def record_metrics(slug: str, profile: str, metrics: dict[str, Iterable[float] | float],
-                   root: Path | None = None) -> Path:
-    "Merge `metrics` (name -> per-seed values or one value) into the paper's results file for `profile`."
+                   root: Path | None = None, timings: bool = False) -> Path:
+    "Merge `metrics` (name -> per-seed values or one value) into the paper's results file (or `timings` file) for `profile`."
     check_profile(profile)
     for name in metrics:
         if not isinstance(name, str) or not name or any(c.isspace() for c in name):
             raise ValueError(f"metric names are non-empty strings without spaces, got {name!r}")
-    path = results_path(slug, profile, root)
+    path = (timings_path if timings else results_path)(slug, profile, root)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = run_dir(slug, profile, root) / "results.lock"  # kept (deleting a lock file breaks mutual exclusion)
     lock.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock)):
-        res = read_results(slug, profile, root)
+        res = read_results(slug, profile, root, timings)
         res["metrics"].update({k: summarize(v) for k, v in metrics.items()})
         res["metrics"] = dict(sorted(res["metrics"].items()))
         tmp = path.with_name(path.name + ".tmp")
@@ -131,12 +136,14 @@ class Results:
         return m, m - lo, hi - m
 
 def load_results(slug: str, profile: str, root: Path | None = None) -> Results:
-    "The results of `slug` under `profile` for figures; FileNotFoundError naming the file and the command that writes it."
+    "The results (and timings) of `slug` under `profile` for figures; FileNotFoundError naming the file and the command."
     p = results_path(slug, profile, root)
     if not p.is_file():
         raise FileNotFoundError(f"no {profile} results of {slug}: {p} is missing; "
                                 f"run `agora reproduce --paper {slug} --profile {profile}` first")
-    return Results(slug, profile, read_results(slug, profile, root))
+    data = read_results(slug, profile, root)
+    data["metrics"].update(read_results(slug, profile, root, timings=True)["metrics"])  # one namespace for reading
+    return Results(slug, profile, data)
 
 # %% ../../../nbs/core/03_results.ipynb #d687de5b
 def write_run_meta(slug: str, profile: str, name: str, meta: dict, root: Path | None = None) -> Path:
