@@ -30,6 +30,15 @@ def add_paper(root: Path, slug: str = "toy", extra_notebooks: tuple[str, ...] = 
     shutil.copy(FIXTURE / "cpu.yaml", card / "profiles" / "cpu.yaml")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    "Torch on one thread for a module of tiny-model tests (faster, and steady on a shared machine)."
+    import torch
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     "An empty agora repo (settings.ini only) in a temporary directory."

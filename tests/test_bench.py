@@ -6,18 +6,13 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from agora.core.bench import bench_rollout
 from agora.core.lm import TinyLM
 from conftest import AGORA
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest
 
 
 def test_bench_prints_json_lines_and_ratio(capsys):

@@ -1,12 +1,10 @@
 "agora.core.dialogue: the rules of didactic episodes, teachers, the sharded user, and records."
 from __future__ import annotations
 
-import json
 import math
 import re
 
 import pytest
-import torch
 
 from agora.core.dialogue import (BLIND_RETRY_TEXT, ENV_NO_HINT_TEXT, BlindRetryTeacher, Episode, EnvTeacher,
                                  SelfTeacher, Turn, answer_key, env_feedback, repeat_counts, repeat_rate)
@@ -19,11 +17,7 @@ from agora.core.tasks import leaks_solution, sample_tasks
 from agora.core.tokenizer import build_tokenizer
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest
 
 
 class Scripted:

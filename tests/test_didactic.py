@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from agora.core.didactic import (BaseConfig, MethodConfig, base_model, build_models, experiment_configs, method_name,
@@ -17,11 +16,7 @@ NOTEBOOKS = {"sml": ["10_methods", "30_eval", "40_transfer_sharded"],
              "rl2f": ["10_train", "30_gap_transfer", "40_self_correction"]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest
 
 
 def notebook_params(slug: str, name: str, profile: str) -> dict:

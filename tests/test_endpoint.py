@@ -8,7 +8,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import torch
 
 from agora.core.endpoint import ChatServer, EndpointChatModel, EndpointError
 from agora.core.lm import TinyLM
@@ -22,12 +21,7 @@ CONVS = [[{"role": "user", "content": "What is 3 + 4?"}],
 HI = [{"role": "user", "content": "hi"}]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    "Tiny models run fastest on one thread (and the shared machine is oversubscribed with more)."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,7 @@ CONVS = [[{"role": "user", "content": "What is 3 + 4?"}],
          [{"role": "user", "content": "hi"}]]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    "Tiny models run fastest on one thread (and the shared machine is oversubscribed with more)."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,7 @@ from agora.core.tokenizer import ROLE_ID, encode_chat
 from agora.core.trainers import GRPOConfig, group_advantages, grpo_loss, grpo_update, masked_sft, sft_examples
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "One torch thread: these tiny models run faster without oversubscribing a shared machine."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest
 
 
 CONV = [{"role": "user", "content": "2+2 = ?"}, {"role": "student", "content": "ANSWER: 5"},
