@@ -95,9 +95,16 @@ def test_paper_bad_inputs():
     from agora.papers.infusion.craft import pgd_linf
     from agora.papers.infusion.vision import make_model
     from agora.papers.procedural.corpus import CorpusConfig, build_corpus, solve
-    from agora.papers.procedural.lm import doc_tokenizer, encode_doc
     with pytest.raises(ValueError, match="n_queries"): build_corpus(CorpusConfig(n_queries=1))
     with pytest.raises(ValueError, match="valid: arith"): solve("calculus", (1,))
-    with pytest.raises(ValueError, match="alphabet"): encode_doc(doc_tokenizer(), "abz", alphabet="abc")
     with pytest.raises(ValueError, match="valid: mlp"): make_model("resnet", 0)
     with pytest.raises(ValueError, match="eps"): pgd_linf(lambda x: x.sum(), torch.zeros(2), eps=0.0, steps=1)
+
+
+def test_text_documents_bad_inputs():
+    from agora.core.textlm import encode_batch, encode_doc
+    from agora.core.tokenizer import build_tokenizer
+    tok = build_tokenizer()
+    with pytest.raises(ValueError, match="'z'.* alphabet"): encode_doc(tok, "abz", alphabet="abc")
+    with pytest.raises(ValueError, match="texts is empty"): encode_batch(tok, [], 16)
+    with pytest.raises(ValueError, match="prompt_lens has 1 entries for 2 texts"): encode_batch(tok, ["a", "b"], 16, [1])

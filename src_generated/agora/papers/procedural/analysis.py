@@ -17,7 +17,7 @@ from ...core.influence import fit_factors, lm_loss, make_task, pairwise_scores
 from .corpus import Corpus, contains_answer
 from transformers import PreTrainedTokenizerBase
 
-from .lm import TextDataset, encode_batch, mlp_modules, sequence_loss
+from ...core.textlm import TextDataset, encode_batch, mlp_modules, sequence_loss
 from .train import SLUG, PretrainConfig, pretrain
 
 # %% auto #0
