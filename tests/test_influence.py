@@ -136,27 +136,28 @@ def test_factors_do_not_depend_on_the_global_rng(tmp_path):
 
 
 STAGES = """
-import hashlib, json, sys, warnings
-import numpy as np, torch
+import hashlib, json, warnings
+import torch
 warnings.filterwarnings("ignore")
 torch.set_num_threads(1)
+from agora.core.influence import fit_factors, lm_loss, make_task, pairwise_scores
 from agora.core.lm import LMSize
+from agora.core.textlm import TextDataset, encode_batch, mlp_modules
+from agora.papers.infusion.language import LangConfig, infuse_language, lang_corpus, train_on
 from agora.papers.procedural.analysis import influence_scores
 from agora.papers.procedural.corpus import CorpusConfig
 from agora.papers.procedural.train import PretrainConfig
-from agora.papers.infusion.language import LangConfig, infuse_language, lang_corpus, train_on
-from agora.core.influence import fit_factors, lm_loss, make_task, pairwise_scores
-from agora.core.textlm import TextDataset, encode_batch, mlp_modules
+sha = lambda a: hashlib.sha256(a.tobytes()).hexdigest()
 cc = CorpusConfig(n_queries=2, n_examples=10, n_code=2, n_entities=3, fact_repeats=2, n_filler=5)
 S = influence_scores(PretrainConfig(cc, LMSize(16, 1, 2, 32), max_len=48, steps=5, batch_size=16))
 cfg = LangConfig(n_per_prompt=8, n_filler=10, d_model=16, steps=10)
 docs = lang_corpus(cfg)
 model, tok = train_on(docs, cfg)
-im = fit_factors(model, make_task(lm_loss, mlp_modules(model)), TextDataset(encode_batch(tok, docs, 32)), "lang", slug="infusion")
-S2 = pairwise_scores(im, TextDataset(encode_batch(tok, docs[:2], 32)), TextDataset(encode_batch(tok, docs, 32)))
+train = TextDataset(encode_batch(tok, docs, 32))
+im = fit_factors(model, make_task(lm_loss, mlp_modules(model)), train, "lang", slug="infusion")
+S2 = pairwise_scores(im, TextDataset(encode_batch(tok, docs[:2], 32)), train)
 r = infuse_language(cfg, docs, model, tok, im, "my pet is a ", "dog", "existing", 1, 1)
-print(json.dumps({"procedural": hashlib.sha256(S.tobytes()).hexdigest(), "infusion": hashlib.sha256(S2.tobytes()).hexdigest(),
-                  "infusion_run": [r.p_clean, r.p_infused, r.p_random, *r.examples]}))
+print(json.dumps({"procedural": sha(S), "infusion": sha(S2), "run": [r.p_clean, r.p_infused, r.p_random, *r.examples]}))
 """
 
 
