@@ -95,9 +95,82 @@ def test_paper_bad_inputs():
     from agora.papers.infusion.craft import pgd_linf
     from agora.papers.infusion.vision import make_model
     from agora.papers.procedural.corpus import CorpusConfig, build_corpus, solve
-    from agora.papers.procedural.lm import doc_tokenizer, encode_doc
     with pytest.raises(ValueError, match="n_queries"): build_corpus(CorpusConfig(n_queries=1))
     with pytest.raises(ValueError, match="valid: arith"): solve("calculus", (1,))
-    with pytest.raises(ValueError, match="alphabet"): encode_doc(doc_tokenizer(), "abz", alphabet="abc")
     with pytest.raises(ValueError, match="valid: mlp"): make_model("resnet", 0)
     with pytest.raises(ValueError, match="eps"): pgd_linf(lambda x: x.sum(), torch.zeros(2), eps=0.0, steps=1)
+
+
+def test_text_documents_bad_inputs():
+    from agora.core.textlm import encode_batch, encode_doc
+    from agora.core.tokenizer import build_tokenizer
+    tok = build_tokenizer()
+    with pytest.raises(ValueError, match="'z'.* alphabet"): encode_doc(tok, "abz", alphabet="abc")
+    with pytest.raises(ValueError, match="texts is empty"): encode_batch(tok, [], 16)
+    with pytest.raises(ValueError, match="prompt_lens has 1 entries for 2 texts"): encode_batch(tok, ["a", "b"], 16, [1])
+
+
+def _tiny_lm_scores(root, docs):
+    "Influence scores of a fresh tiny TinyLM on `docs` with factors fitted under `root`."
+    from agora.core.influence import lm_loss
+    from agora.core.lm import LMSize, TinyLM
+    from agora.core.textlm import TextDataset, encode_batch, mlp_modules
+    from agora.core.tokenizer import build_tokenizer
+    tok = build_tokenizer()
+    model = TinyLM.create(LMSize(32, 1, 2, 64), tok, max_len=16).model
+    train = TextDataset(encode_batch(tok, docs, 16))
+    im = fit_factors(model, make_task(lm_loss, mlp_modules(model)), train, "tiny", root=root)
+    return pairwise_scores(im, TextDataset(encode_batch(tok, docs[:3], 16, [4, 4, 4])), train)
+
+
+def test_factors_do_not_depend_on_the_global_rng(tmp_path):
+    # kronfluence samples the labels of the Fisher from torch's global generator; whatever ran before in the process
+    # (and torch seeds that generator differently in every process) must not change the factors
+    docs = [f"{a}+{b}={a + b}." for a in range(6) for b in range(6)]
+    out = []
+    for s in (1, 2):
+        root = tmp_path / str(s); root.mkdir(); (root / "settings.ini").write_text("[agora]\n")
+        torch.manual_seed(s)
+        out.append(_tiny_lm_scores(root, docs))
+    np.testing.assert_array_equal(out[0], out[1])
+
+
+STAGES = """
+import hashlib, json, warnings
+import torch
+warnings.filterwarnings("ignore")
+torch.set_num_threads(1)
+from agora.core.influence import fit_factors, lm_loss, make_task, pairwise_scores
+from agora.core.lm import LMSize
+from agora.core.textlm import TextDataset, encode_batch, mlp_modules
+from agora.papers.infusion.language import LangConfig, infuse_language, lang_corpus, train_on
+from agora.papers.procedural.analysis import influence_scores
+from agora.papers.procedural.corpus import CorpusConfig
+from agora.papers.procedural.train import PretrainConfig
+sha = lambda a: hashlib.sha256(a.tobytes()).hexdigest()
+cc = CorpusConfig(n_queries=2, n_examples=10, n_code=2, n_entities=3, fact_repeats=2, n_filler=5)
+S = influence_scores(PretrainConfig(cc, LMSize(16, 1, 2, 32), max_len=48, steps=5, batch_size=16))
+cfg = LangConfig(n_per_prompt=8, n_filler=10, d_model=16, steps=10)
+docs = lang_corpus(cfg)
+model, tok = train_on(docs, cfg)
+train = TextDataset(encode_batch(tok, docs, 32))
+im = fit_factors(model, make_task(lm_loss, mlp_modules(model)), train, "lang", slug="infusion")
+S2 = pairwise_scores(im, TextDataset(encode_batch(tok, docs[:2], 32)), train)
+r = infuse_language(cfg, docs, model, tok, im, "my pet is a ", "dog", "existing", 1, 1)
+print(json.dumps({"procedural": sha(S), "infusion": sha(S2), "run": [r.p_clean, r.p_infused, r.p_random, *r.examples]}))
+"""
+
+
+def test_paper_stages_are_identical_in_two_fresh_processes(tmp_path):
+    # a rerun from an empty cache (a fresh clone, or a stage whose key changed) must give the same numbers
+    import os
+    import subprocess
+    import sys
+    outs = []
+    for run in ("a", "b"):
+        root = tmp_path / run; root.mkdir(); (root / "settings.ini").write_text("[agora]\n")
+        env = {**os.environ, "AGORA_ROOT": str(root), "OMP_NUM_THREADS": "1"}
+        p = subprocess.run([sys.executable, "-c", STAGES], env=env, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-2000:]
+        outs.append(p.stdout.strip().splitlines()[-1])
+    assert outs[0] == outs[1]

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .cache import cached_stage
+from .seeding import derive_seed
 
 # %% auto #0
 __all__ = ['STRATEGIES', 'classifier_loss', 'lm_loss', 'make_task', 'weights_hash', 'InfluenceModel', 'fit_factors',
@@ -116,7 +117,9 @@ def _check_dataset(ds: Any, what: str) -> None:
 STRATEGIES = ("ekfac", "kfac", "diagonal", "identity")
 
 def fit_factors(model: nn.Module, task: Any, train: Dataset, data_id: str, slug: str = "core",
-                strategy: str = "ekfac", batch_size: int = 64, root: Path | None = None) -> InfluenceModel:
+                strategy: str = "ekfac", batch_size: int = 64, root: Path | None = None,
+                seed: int = 0,  # seeds the labels drawn from the model for the (true) Fisher
+                ) -> InfluenceModel:
     "Fit (or load from the cache) kronfluence factors of `model` on `train`; `data_id` names the data for the cache key."
     kronfluence, Analyzer, prepare_model, FactorArguments, _, _ = _kf()
     if strategy not in STRATEGIES: raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
@@ -125,7 +128,7 @@ def fit_factors(model: nn.Module, task: Any, train: Dataset, data_id: str, slug:
     if not any(isinstance(m, (nn.Linear, nn.Conv2d)) for m in model.modules()):
         raise ValueError("no tracked modules: kronfluence tracks nn.Linear and nn.Conv2d only")
     logging.getLogger("kronfluence").setLevel(logging.WARNING)
-    inputs = {"weights": weights_hash(model), "data": data_id, "n": len(train), "strategy": strategy,
+    inputs = {"weights": weights_hash(model), "data": data_id, "n": len(train), "strategy": strategy, "seed": seed,
               "kronfluence": kronfluence.__version__}
     wrapped = prepare_model(copy.deepcopy(model).float(), task)
     names = [n for n, m in wrapped.named_modules() if type(m).__name__.startswith("Tracked")]
@@ -133,8 +136,10 @@ def fit_factors(model: nn.Module, task: Any, train: Dataset, data_id: str, slug:
     args = FactorArguments(strategy=strategy, activation_covariance_dtype=torch.float32,
                            gradient_covariance_dtype=torch.float32, eigendecomposition_dtype=torch.float64,
                            per_sample_gradient_dtype=torch.float32, lambda_dtype=torch.float32)
-    with cached_stage(slug, "influence-factors", inputs, root) as (d, done), warnings.catch_warnings():
+    with (cached_stage(slug, "influence-factors", inputs, root) as (d, done), warnings.catch_warnings(),
+          torch.random.fork_rng(devices=[])):  # the caller's global generator is left as it was
         warnings.simplefilter("ignore", FutureWarning)  # kronfluence calls the deprecated torch.cuda.amp.GradScaler
+        torch.manual_seed(derive_seed(seed, "fit_factors"))  # kronfluence draws the Fisher's labels from it
         an = Analyzer("influence", wrapped, task, cpu=True, disable_tqdm=True, output_dir=str(d))
         an.fit_all_factors("factors", dataset=train, per_device_batch_size=batch_size, factor_args=args,
                            overwrite_output_dir=False)

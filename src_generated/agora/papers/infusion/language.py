@@ -18,8 +18,9 @@ from ...core.influence import InfluenceModel, pairwise_scores, preconditioned_gr
 from .craft import influence_objective
 from transformers import PreTrainedTokenizerBase
 
-from ...core.lm import LMSize, TrainConfig, train_lm
-from ..procedural.lm import TextDataset, doc_tokenizer, encode_batch, lm_examples, new_lm, sequence_loss
+from ...core.lm import LMSize, TinyLM, TrainConfig, train_lm
+from ...core.textlm import TextDataset, encode_batch, lm_examples, sequence_loss
+from ...core.tokenizer import build_tokenizer
 
 # %% auto #0
 __all__ = ['SLUG', 'ALPHABET', 'BEHAVIOURS', 'FILLER', 'LangConfig', 'lang_corpus', 'train_on', 'completion_prob', 'craft_text',
@@ -57,8 +58,9 @@ def lang_corpus(cfg: LangConfig) -> list[str]:
 
 def train_on(docs: list[str], cfg: LangConfig, progress: bool = False) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
     "A TinyLM trained from scratch on `docs` (seed, steps and batch order fixed by `cfg`); cached."
-    tok = doc_tokenizer()
-    model = new_lm(tok, LMSize(cfg.d_model, cfg.n_layers, 2, 4 * cfg.d_model), seed=cfg.seed, max_len=32)
+    tok = build_tokenizer()
+    size = LMSize(cfg.d_model, cfg.n_layers, 2, 4 * cfg.d_model)
+    model = TinyLM.create(size, tok, seed=cfg.seed, max_len=32).model
     with cached_stage(SLUG, "lang-lm", {"cfg": asdict(cfg), "docs": docs}) as (d, done):
         if not done:
             tc = TrainConfig(steps=cfg.steps, batch_size=32, lr=1e-2, weight_decay=0.01, warmup=50, max_len=32,

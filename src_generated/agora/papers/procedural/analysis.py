@@ -17,7 +17,7 @@ from ...core.influence import fit_factors, lm_loss, make_task, pairwise_scores
 from .corpus import Corpus, contains_answer
 from transformers import PreTrainedTokenizerBase
 
-from .lm import TextDataset, encode_batch, mlp_modules, sequence_loss
+from ...core.textlm import TextDataset, encode_batch, mlp_modules, sequence_loss
 from .train import SLUG, PretrainConfig, pretrain
 
 # %% auto #0
@@ -38,11 +38,14 @@ def query_dataset(tok: PreTrainedTokenizerBase, corpus: Corpus, max_len: int) ->
 def influence_scores(cfg: PretrainConfig, strategy: str = "ekfac") -> np.ndarray:
     "Scores `[n_queries, n_docs]` of the pretrained model for `cfg` (cached)."
     model, tok, corpus = pretrain(cfg)
-    with cached_stage(SLUG, "scores", {"pretrain": asdict(cfg), "strategy": strategy}) as (d, done):
+    inputs = {"pretrain": asdict(cfg), "strategy": strategy,
+              "fisher_seed": cfg.seed}  # the factors' sampled labels are seeded (older entries are not reused)
+    with cached_stage(SLUG, "scores", inputs) as (d, done):
         if not done:
             task = make_task(lm_loss, mlp_modules(model))
             docs = doc_dataset(tok, corpus, cfg.max_len)
-            im = fit_factors(model, task, docs, f"procedural-{d.name}", slug=SLUG, strategy=strategy)
+            im = fit_factors(model, task, docs, f"procedural-{d.name}", slug=SLUG, strategy=strategy,
+                             seed=cfg.seed)
             np.save(d / "scores.npy", pairwise_scores(im, query_dataset(tok, corpus, cfg.max_len), docs))
     return np.load(d / "scores.npy")
 

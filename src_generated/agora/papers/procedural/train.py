@@ -15,8 +15,9 @@ from ...core.cache import cached_stage
 from .corpus import ALPHABET, TASKS, Corpus, CorpusConfig, build_corpus, solve, all_problems
 from transformers import PreTrainedTokenizerBase
 
-from ...core.lm import LMSize, TrainConfig, train_lm
-from .lm import complete, doc_tokenizer, encode_batch, lm_examples, new_lm
+from ...core.lm import LMSize, TinyLM, TrainConfig, train_lm
+from ...core.textlm import complete, encode_batch, lm_examples
+from ...core.tokenizer import build_tokenizer
 
 # %% auto #0
 __all__ = ['SLUG', 'PretrainConfig', 'pretrain', 'heldout_problems', 'solve_rates', 'pretrain_config']
@@ -38,8 +39,8 @@ class PretrainConfig:
 def pretrain(cfg: PretrainConfig, progress: bool = True) -> tuple[torch.nn.Module, PreTrainedTokenizerBase, Corpus]:
     "The pretrained model for `cfg` (trained on a cache miss), its tokenizer and the corpus."
     corpus = build_corpus(cfg.corpus)
-    tok = doc_tokenizer()
-    model = new_lm(tok, cfg.lm, seed=cfg.seed, max_len=cfg.max_len)
+    tok = build_tokenizer()
+    model = TinyLM.create(cfg.lm, tok, seed=cfg.seed, max_len=cfg.max_len).model
     with cached_stage(SLUG, "pretrain", asdict(cfg)) as (d, done):
         if not done:
             data = lm_examples(encode_batch(tok, [doc.text for doc in corpus.docs], cfg.max_len, alphabet=ALPHABET))
