@@ -29,3 +29,12 @@ def test_paper_card_and_profiles_valid(slug):
     from agora.core.reproduce import plan
     for profile in ("smoke", "cpu"):
         assert plan([slug], profile, root=ROOT)[slug]
+
+
+@pytest.mark.parametrize("slug", PAPERS or ["(none)"])
+def test_seed_lists_declare_they_are_non_empty(slug):
+    "An empty seed list would run nothing and report nothing: every notebook taking seeds rejects one."
+    if slug == "(none)": return
+    from agora.core.profiles import notebook_parameters, parameter_ranges
+    for nb in load_card(slug, ROOT).notebook_paths(ROOT):
+        if "seeds" in notebook_parameters(nb): assert parameter_ranges(nb)["seeds"].non_empty, nb.name
