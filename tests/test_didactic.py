@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,10 @@ def test_a_paper_method_trains_in_a_spawned_worker(tmp_path, monkeypatch):
     assert (cached / ".done").is_file()
     assert trained_model(q_primed_rl, "math", 2, b, m)[1] == log  # cached: the worker's model, found by its function
     assert "q_primed_rl" in [method_name(f) for f in METHODS]
+
+
+def test_worker_processes_wait_passively_with_the_threads_asked(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)  # as in a notebook started outside the runner
+    from agora.core.didactic import parallel_calls
+    got = parallel_calls([(os.getenv, ("OMP_WAIT_POLICY",)), (os.getenv, ("OMP_NUM_THREADS",))], jobs=2, threads=1)
+    assert got == ["PASSIVE", "1"] and "OMP_WAIT_POLICY" not in os.environ

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from typing import Callable, Mapping, Sequence
+from unittest import mock
 
 import numpy as np
 import torch
@@ -279,9 +281,11 @@ def parallel_calls(calls: Sequence[tuple[Callable, tuple]], jobs: int = 1, threa
     if jobs == 1:
         _init_worker(threads)
         return [_run(fn, args) for fn, args in calls]
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(threads,)) as pool:
-        futs = [pool.submit(_run, fn, args) for fn, args in calls]
+    # workers read OpenMP's settings when torch loads: passive waiting and `threads` threads, whoever started us
+    env = {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    with mock.patch.dict(os.environ, env), ProcessPoolExecutor(jobs, mp_context=get_context("spawn"),
+                                                               initializer=_init_worker, initargs=(threads,)) as pool:
+        futs = [pool.submit(_run, fn, args) for fn, args in calls]  # the workers start here, inside the patch
         return [f.result() for f in futs]
 
 def build_models(calls: Sequence[tuple[Callable, tuple]], jobs: int = 1, threads: int = 1) -> list:
