@@ -133,7 +133,10 @@ def kernel_env(root: Path, threads: int | None = None) -> dict[str, str]:
     kdir.mkdir(parents=True, exist_ok=True)
     spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             "display_name": "agora", "language": "python"}
-    (kdir / "kernel.json").write_text(json.dumps(spec, indent=1))
+    text, kfile = json.dumps(spec, indent=1), kdir / "kernel.json"
+    if not kfile.is_file() or kfile.read_text() != text:  # atomically: a kernel may be starting from it right now
+        tmp = kfile.with_name(f"kernel.json.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(text); tmp.replace(kfile)
     n = str(threads or os.cpu_count() or 1)
     return {"JUPYTER_PATH": os.pathsep.join([str(kdir.parent.parent), os.environ.get("JUPYTER_PATH", "")]).rstrip(os.pathsep),
             "AGORA_ROOT": str(root), "MPLBACKEND": "Agg", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
