@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import re
 from collections import defaultdict
 
 import agora
@@ -11,14 +12,17 @@ from agora.core import dialogue, tasks
 
 
 def public_definitions() -> dict[str, list[str]]:
-    "Public classes and functions (in a module's `__all__`) by name: the modules that define them."
+    "Public classes, functions and constants (in a module's `__all__`) by name: the modules that define them."
     defs = defaultdict(list)
     for m in pkgutil.walk_packages(agora.__path__, "agora."):
         if m.name.endswith("__main__"): continue
         mod = importlib.import_module(m.name)
+        src = open(mod.__file__).read()
         for name in getattr(mod, "__all__", []):
             obj = getattr(mod, name, None)
-            if (inspect.isclass(obj) or inspect.isfunction(obj)) and obj.__module__ == m.name: defs[name].append(m.name)
+            if inspect.isclass(obj) or inspect.isfunction(obj): defined = obj.__module__ == m.name
+            else: defined = re.search(rf"^{name}\s*[:=]", src, re.M) is not None  # assigned here, not imported
+            if defined: defs[name].append(m.name)
     return defs
 
 

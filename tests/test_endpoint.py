@@ -12,7 +12,6 @@ import pytest
 from agora.core.endpoint import ChatServer, EndpointChatModel, EndpointError
 from agora.core.lm import TinyLM
 
-pytestmark = pytest.mark.timeout(60)  # a hang is a failure, not a stuck suite
 
 CONVS = [[{"role": "user", "content": "What is 3 + 4?"}],
          [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Reverse the list [1, 2, 3]."},
@@ -21,7 +20,8 @@ CONVS = [[{"role": "user", "content": "What is 3 + 4?"}],
 HI = [{"role": "user", "content": "hi"}]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is fastest
+# a hang is a failure, not a stuck suite; tiny models: one thread is fastest
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")

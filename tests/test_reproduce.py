@@ -222,12 +222,13 @@ def test_one_clean_line_per_notebook_and_kernel_threads(repo):
     lines = r.stderr.strip().splitlines()
     assert [l.split()[:2] for l in lines] == [["env/00_env", "ok"], ["env/10_print", "ok"]], r.stderr
     assert "WARNING" not in r.stderr and "chatty" not in r.stdout + r.stderr
-    assert json.loads((repo / "env.json").read_text()) == {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(os.cpu_count())}
+    threads = os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count())  # a user's own setting wins
+    assert json.loads((repo / "env.json").read_text()) == {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": threads}
     assert (repo / "runs/smoke/env/logs/10_print.log").is_file()
 
 
 def test_a_paper_reading_another_runs_after_it_and_reruns_with_it(repo):
-    make_paper(repo, "a", {"00_a": "(ROOT / 'a.txt').write_text(str(time.time()))"})
+    make_paper(repo, "a", {"00_a": "time.sleep(2)\n(ROOT / 'a.txt').write_text(str(time.time()))"})  # slower than b
     make_paper(repo, "b", {"00_b": "(ROOT / 'b.txt').write_text((ROOT / 'a.txt').read_text())"}, reads=["a"])
     r = agora(repo, "reproduce", "--profile", "smoke", "--paper", "b", "--paper", "a")
     assert [l.split()[0] for l in r.stdout.splitlines()[1:-1]] == ["a/00_a", "b/00_b"], r.stdout
@@ -237,6 +238,7 @@ def test_a_paper_reading_another_runs_after_it_and_reruns_with_it(repo):
     assert (repo / "a.txt").read_text() == (repo / "b.txt").read_text()
     r = agora(repo, "reproduce", "--profile", "smoke", "--jobs", "2", "--force")  # in parallel, b still waits for a
     assert r.returncode == 0 and r.stderr.splitlines()[0].startswith("a/00_a"), r.stderr
+    assert (repo / "a.txt").read_text() == (repo / "b.txt").read_text()
     (repo / "papers/b/paper.yaml").write_text(json.dumps({"id": "b", "title": "b", "notebooks": ["00_b.ipynb"], "reads": ["zz"]}))
     r = agora(repo, "reproduce", "--profile", "smoke", "--paper", "b")
     assert r.returncode == 2 and "reads 'zz', which is no paper; valid: a" in r.stderr
@@ -261,3 +263,14 @@ def test_out_of_range_parameters_are_rejected(toy_repo):
     (toy_repo / "papers/toy/profiles/cpu.yaml").write_text("seeds: [0, 'a']\n")
     r = agora(toy_repo, "reproduce", "--profile", "cpu")
     assert r.returncode == 2 and "parameter seeds[1] = 'a' has type str, expected int" in r.stderr
+
+
+def test_an_interrupted_run_does_not_stop_the_next_one(repo):
+    "In one process (a notebook calling run_paper), a Ctrl-C ends that run only."
+    from agora.core.reproduce import RunControl, plan, run_paper
+    make_paper(repo, "p", {"00_p": "(ROOT / 'p.txt').write_text('ran')"})
+    jobs = plan(["p"], "smoke", root=repo)["p"]
+    stopped = RunControl(); stopped.stop()
+    assert [r.status for r in run_paper(jobs, "smoke", repo, control=stopped)] == []
+    assert [(r.status, r.error) for r in run_paper(jobs, "smoke", repo)] == [("ok", "")]
+    assert (repo / "p.txt").read_text() == "ran"

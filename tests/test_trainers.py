@@ -128,8 +128,8 @@ def test_rl2f_aux_loss_teaches_the_teacher_turn():
 
 
 def test_rl2f_self_critique_method_logs_critique_loss():
-    from agora.core.didactic import METHODS, SIZES, MethodConfig, make_tasks, self_critique_rl
-    assert self_critique_rl in METHODS
+    from agora.core.didactic import CORE_METHODS, SIZES, MethodConfig, make_tasks, self_critique_rl
+    assert self_critique_rl in CORE_METHODS
     cfg = MethodConfig(max_new_tokens=6, rl_steps=2, problems_per_step=2, group_size=2, train_turns=2)
     log = self_critique_rl(TinyLM.create(SIZES["0.1m"], seed=0), make_tasks("math", 4, 0, "train", (1,)), cfg)
     assert [r["step"] for r in log["rl"]] == [0, 1]

@@ -31,10 +31,10 @@ from .tokenizer import build_tokenizer
 from .trainers import GRPOConfig, didactic_rollout, masked_sft, train_grpo
 
 # %% auto #0
-__all__ = ['DOMAINS', 'SIZES', 'DIFFICULTIES', 'Method', 'METHODS', 'BASE_PARAMS', 'METHOD_PARAMS', 'CACHE_SLUG', 'TEACHER_NAMES',
-           'make_tasks', 'worked_answer', 'single_turn', 'BaseConfig', 'turn1_accuracy', 'pretrain_base',
-           'MethodConfig', 'dialogue_config', 'grpo_config', 'sft_stage', 'single_turn_sft', 'single_turn_rl',
-           'multi_turn_rl', 'collect_dialogues', 'dialogue_sft', 'self_critique_rl', 'method_name',
+__all__ = ['DOMAINS', 'SIZES', 'DIFFICULTIES', 'Method', 'CORE_METHODS', 'BASE_PARAMS', 'METHOD_PARAMS', 'CACHE_SLUG',
+           'TEACHER_NAMES', 'make_tasks', 'worked_answer', 'single_turn', 'BaseConfig', 'turn1_accuracy',
+           'pretrain_base', 'MethodConfig', 'dialogue_config', 'grpo_config', 'sft_stage', 'single_turn_sft',
+           'single_turn_rl', 'multi_turn_rl', 'collect_dialogues', 'dialogue_sft', 'self_critique_rl', 'method_name',
            'experiment_configs', 'base_model', 'train_tasks', 'trained_model', 'named_model', 'parallel_calls',
            'build_models', 'make_teacher', 'play', 'eval_play']
 
@@ -197,7 +197,7 @@ def self_critique_rl(chat: HFChatModel, tasks: Sequence[Task], cfg: MethodConfig
     gcfg = replace(grpo_config(cfg), aux_coef=cfg.critique_coef, aux_roles=("teacher",))
     return dict(rl=train_grpo(chat, tasks, ro, gcfg))
 
-METHODS: tuple[Method, ...] = (single_turn_sft, single_turn_rl, dialogue_sft, multi_turn_rl, self_critique_rl)
+CORE_METHODS: tuple[Method, ...] = (single_turn_sft, single_turn_rl, dialogue_sft, multi_turn_rl, self_critique_rl)
 
 def method_name(method: Method) -> str:
     "A method's one name: its function's name (its cache key, and its models' name in the papers' results)."

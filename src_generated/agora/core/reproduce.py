@@ -28,7 +28,7 @@ from .profiles import InputError, resolve_parameters
 
 # %% auto #0
 __all__ = ['NotebookJob', 'dependency_order', 'plan', 'notebook_fingerprint', 'code_fingerprint', 'read_state', 'write_state',
-           'job_key', 'NotebookRun', 'kernel_env', 'execute_child', 'stop_all', 'run_notebook', 'run_paper',
+           'job_key', 'NotebookRun', 'kernel_env', 'execute_child', 'RunControl', 'run_notebook', 'run_paper',
            'Interrupted', 'status_line', 'reproduce', 'summary_table']
 
 # %% ../../../nbs/core/07_reproduce.ipynb #25c71355
@@ -137,7 +137,7 @@ def kernel_env(root: Path, threads: int | None = None) -> dict[str, str]:
     if not kfile.is_file() or kfile.read_text() != text:  # atomically: a kernel may be starting from it right now
         tmp = kfile.with_name(f"kernel.json.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(text); tmp.replace(kfile)
-    n = str(threads or os.cpu_count() or 1)
+    n = str(threads or os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)  # a user's own setting wins
     return {"JUPYTER_PATH": os.pathsep.join([str(kdir.parent.parent), os.environ.get("JUPYTER_PATH", "")]).rstrip(os.pathsep),
             "AGORA_ROOT": str(root), "MPLBACKEND": "Agg", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
             "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}
@@ -172,24 +172,40 @@ def execute_child(args: dict) -> None:
         outcome = {"status": "ok", "error": ""}
     except Exception as e:  # noqa: BLE001 - any failure of a notebook is reported, the batch goes on
         outcome = {"status": "failed", "error": _describe_failure(e, Path(args["output"]))}
-    Path(args["result"]).write_text(json.dumps(outcome))
+    tmp = Path(args["result"] + ".tmp")
+    tmp.write_text(json.dumps(outcome)); tmp.replace(args["result"])  # a kill mid-write leaves no half file
 
-_STOP = threading.Event()                  # set by an interrupt: no further notebook starts
-_CHILDREN: set[subprocess.Popen] = set()   # notebook processes running now
-_CHILDREN_LOCK = threading.Lock()
+class RunControl:
+    "The notebook processes of one run, and its stop switch: once stopped, running notebooks die and none starts."
+    def __init__(self):
+        self.stopped = threading.Event()
+        self._children: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
 
-def _kill(proc: subprocess.Popen) -> None:
-    try: os.killpg(proc.pid, signal.SIGKILL)  # the child leads its own session: its group goes with it
-    except ProcessLookupError: pass
+    def start(self, cmd: list[str], **popen) -> subprocess.Popen | None:
+        "Start a notebook process (its own session), or None if the run is stopped; checked under the same lock as `stop`."
+        with self._lock:
+            if self.stopped.is_set(): return None
+            p = subprocess.Popen(cmd, start_new_session=True, **popen)
+            self._children.add(p)
+            return p
 
-def stop_all() -> None:
-    "Stop every running notebook (an interrupt): they are recorded as failed, and no further notebook starts."
-    _STOP.set()
-    with _CHILDREN_LOCK:
-        for p in list(_CHILDREN): _kill(p)
+    def finished(self, p: subprocess.Popen) -> None:
+        "Forget a notebook process that has exited."
+        with self._lock: self._children.discard(p)
 
-def run_notebook(job: NotebookJob, profile: str, root: Path, env: dict[str, str] | None = None) -> NotebookRun:
-    "Execute one notebook with papermill in a child process; a failure is recorded, never raised."
+    def stop(self) -> None:
+        "Stop the run: kill every notebook process (with its process group) and start no other."
+        with self._lock:
+            self.stopped.set()
+            for p in self._children:
+                try: os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError: pass
+
+def run_notebook(job: NotebookJob, profile: str, root: Path, env: dict[str, str] | None = None,
+                 control: RunControl | None = None) -> NotebookRun:
+    "Execute one notebook with papermill in a child process; a failure (or an interrupt) is recorded, never raised."
+    control = control or RunControl()
     d = run_dir(job.slug, profile, root)
     out, log, result = d / job.path.name, d / "logs" / f"{job.path.stem}.log", d / "logs" / f"{job.path.stem}.result.json"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -200,30 +216,31 @@ def run_notebook(job: NotebookJob, profile: str, root: Path, env: dict[str, str]
            "execute_child(json.loads(sys.argv[1]))", json.dumps(args)]
     t0 = time.perf_counter()
     with open(log, "wb") as f:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                                env={**os.environ, **(env or kernel_env(root))}, start_new_session=True)
-        with _CHILDREN_LOCK: _CHILDREN.add(proc)
+        proc = control.start(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                             env={**os.environ, **(env or kernel_env(root))})
+        if proc is None: return NotebookRun(job.slug, job.path.stem, "failed", 0.0, "interrupted", str(out))
         try: rc = proc.wait()
         except KeyboardInterrupt:  # Ctrl-C while this thread waits: stop everything, record this one as failed
-            stop_all(); rc = proc.wait()
-        finally:
-            with _CHILDREN_LOCK: _CHILDREN.discard(proc)
+            control.stop(); rc = proc.wait()
+        finally: control.finished(proc)
     secs = round(time.perf_counter() - t0, 1)
-    if result.is_file():
-        o = json.loads(result.read_text())
-        return NotebookRun(job.slug, job.path.stem, o["status"], secs, o["error"], str(out))
-    why = "interrupted" if _STOP.is_set() else f"the notebook process died (exit code {rc}); see {log}"
-    return NotebookRun(job.slug, job.path.stem, "failed", secs, why, str(out))
+    try: o = json.loads(result.read_text())
+    except (OSError, ValueError):
+        why = "interrupted" if control.stopped.is_set() else f"the notebook process died (exit code {rc}); see {log}"
+        return NotebookRun(job.slug, job.path.stem, "failed", secs, why, str(out))
+    return NotebookRun(job.slug, job.path.stem, o["status"], secs, o["error"], str(out))
 
 # %% ../../../nbs/core/07_reproduce.ipynb #db4e22fd
 def run_paper(jobs: list[NotebookJob], profile: str, root: Path, force: bool = False,
               on_done: Callable[[NotebookRun], None] | None = None, threads: int | None = None,
-              on_start: Callable[[NotebookJob], None] | None = None) -> list[NotebookRun]:
+              on_start: Callable[[NotebookJob], None] | None = None, control: RunControl | None = None,
+              code: str | None = None) -> list[NotebookRun]:
     "Run one paper's jobs in order, skipping unchanged ones unless `force`; report each through `on_done`."
-    slug, code, env = jobs[0].slug, code_fingerprint(), kernel_env(root, threads)
+    control, code = control or RunControl(), code or code_fingerprint()
+    slug, env = jobs[0].slug, kernel_env(root, threads)
     state, runs = read_state(slug, profile, root), []
     for job in jobs:
-        if _STOP.is_set(): break
+        if control.stopped.is_set(): break
         key, out = job_key(job, profile, root, code, state), run_dir(slug, profile, root) / job.path.name
         if not force and state.get(job.path.stem, {}).get("key") == key and out.is_file():
             r = NotebookRun(slug, job.path.stem, "skipped", 0.0, "", str(out))
@@ -231,7 +248,7 @@ def run_paper(jobs: list[NotebookJob], profile: str, root: Path, force: bool = F
             state.pop(job.path.stem, None)
             write_state(slug, profile, root, state)  # before it runs: an interrupted run is never "done"
             if on_start: on_start(job)
-            r = run_notebook(job, profile, root, env)
+            r = run_notebook(job, profile, root, env, control)
             if r.status == "ok":
                 state[job.path.stem] = {"key": key, "run": uuid.uuid4().hex}
                 write_state(slug, profile, root, state)
@@ -256,25 +273,27 @@ def status_line(r: NotebookRun) -> str:
     return f"{r.slug}/{r.notebook}  {r.status}  {r.seconds:.1f} s" + (f"  {r.error}" if r.error else "")
 
 def _run_papers(planned: dict[str, list[NotebookJob]], profile: str, root: Path, force: bool, jobs: int,
-                on_start: Callable, on_done: Callable) -> list[NotebookRun]:
-    "Run the planned papers, `jobs` at a time, each after the papers it reads."
+                on_start: Callable, on_done: Callable, control: RunControl) -> None:
+    "Run the planned papers, `jobs` at a time, each after the papers it reads; outcomes go to `on_done`."
+    code = code_fingerprint()
     if jobs == 1 or len(planned) == 1:
-        return [r for js in planned.values() for r in run_paper(js, profile, root, force, on_done, None, on_start)]
+        for js in planned.values(): run_paper(js, profile, root, force, on_done, None, on_start, control, code)
+        return
     n = min(jobs, len(planned))
     threads = max(1, (os.cpu_count() or 1) // n)
     futs = {}
     def paper(js: list[NotebookJob]) -> list[NotebookRun]:
         for s in js[0].reads:
             if s in futs: futs[s].result()
-        return run_paper(js, profile, root, force, on_done, threads, on_start)
+        return run_paper(js, profile, root, force, on_done, threads, on_start, control, code)
     with ThreadPoolExecutor(n) as ex:  # submitted in dependency order, so a waiting paper's inputs already run
         for slug, js in planned.items(): futs[slug] = ex.submit(paper, js)
         try:
             for f in futs.values(): f.exception()
         except KeyboardInterrupt:
-            stop_all()
+            control.stop()
             for f in futs.values(): f.exception()
-    return [r for f in futs.values() for r in f.result()]
+    for f in futs.values(): f.result()  # a thread's own error, if any
 
 def reproduce(papers: list[str] | None = None, profile: str = "cpu", jobs: int = 1, only: str | None = None,
               force: bool = False, root: Path | None = None, progress: bool = True) -> list[NotebookRun]:
@@ -286,21 +305,20 @@ def reproduce(papers: list[str] | None = None, profile: str = "cpu", jobs: int =
     total = sum(len(v) for v in planned.values())
     bar = tqdm(total=total, desc=f"reproduce ({profile})", unit="nb",
                disable=not progress or total == 0 or not sys.stderr.isatty())
-    lock, running = threading.Lock(), []
+    lock, running, runs, control = threading.Lock(), [], [], RunControl()
     def on_start(j: NotebookJob):
         with lock: running.append(j.name); bar.set_postfix_str("running " + ", ".join(running))
     def on_done(r: NotebookRun):
         with lock:
+            runs.append(r)
             name = f"{r.slug}/{r.notebook}"
             if name in running: running.remove(name)
             if progress and r.error != "interrupted": tqdm.write(status_line(r), file=sys.stderr)  # said once at the end
             bar.update(1); bar.set_postfix_str("running " + ", ".join(running) if running else "")
-    _STOP.clear()
-    try: runs = _run_papers(planned, profile, root, force, jobs, on_start, on_done)
-    except KeyboardInterrupt:  # between notebooks, or while the threads were being started
-        stop_all(); runs = []
+    try: _run_papers(planned, profile, root, force, jobs, on_start, on_done, control)
+    except KeyboardInterrupt: control.stop()  # between notebooks, or while the threads were being started
     finally: bar.close()
-    if _STOP.is_set(): raise Interrupted(runs)
+    if control.stopped.is_set(): raise Interrupted(runs)
     return runs
 
 def summary_table(runs: list[NotebookRun]) -> str:

@@ -16,6 +16,7 @@ import torch
 from ...core.cache import cached_stage
 from ...core.influence import InfluenceModel, pairwise_scores, preconditioned_gradient
 from .craft import influence_objective
+from .vision import SLUG
 from transformers import PreTrainedTokenizerBase
 
 from ...core.lm import LMSize, TinyLM, TrainConfig, train_lm
@@ -23,11 +24,10 @@ from ...core.textlm import TextDataset, encode_batch, lm_examples, sequence_loss
 from ...core.tokenizer import build_tokenizer
 
 # %% auto #0
-__all__ = ['SLUG', 'ALPHABET', 'BEHAVIOURS', 'FILLER', 'LangConfig', 'lang_corpus', 'train_on', 'completion_prob', 'craft_text',
+__all__ = ['ALPHABET', 'BEHAVIOURS', 'FILLER', 'LangConfig', 'lang_corpus', 'train_on', 'completion_prob', 'craft_text',
            'random_edit', 'LangRun', 'infuse_language']
 
 # %% ../../../../nbs/papers/infusion/30_language.ipynb #dbff48f3
-SLUG = "infusion"
 ALPHABET = "abcdefghijklmnopqrstuvwxyz ."
 BEHAVIOURS = (  # prompt, majority completion, minority (existing) completion, unseen (new) completion
     ("my pet is a ", "cat", "dog", "fox"),

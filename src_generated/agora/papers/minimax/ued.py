@@ -12,7 +12,7 @@ import torch
 from .maze import MazeLevels, cat_levels, level_keys, mutate_levels, random_levels
 
 # %% auto #0
-__all__ = ['SCORES', 'TEACHERS', 'positive_value_loss', 'max_mc', 'episode_returns_max', 'rank_weights', 'staleness_weights',
+__all__ = ['SCORES', 'UED_METHODS', 'positive_value_loss', 'max_mc', 'episode_returns_max', 'rank_weights', 'staleness_weights',
            'replay_distribution', 'LevelBuffer', 'UEDTeacherConfig', 'Proposal', 'UEDTeacher']
 
 # %% ../../../../nbs/papers/minimax/10_ued.ipynb #5316d98c
@@ -127,7 +127,7 @@ class UEDTeacherConfig:
     score: str = "pvl"              # pvl | maxmc
     n_edits: int = 20               # ACCEL mutations per level (minimax: 20)
 
-TEACHERS = ("dr", "plr", "accel", "pplr")
+UED_METHODS = ("dr", "plr", "accel", "pplr")
 
 @dataclass
 class Proposal:
@@ -140,7 +140,7 @@ class Proposal:
 class UEDTeacher:
     "DR, robust PLR, ACCEL and parallel PLR behind one `propose`/`observe` interface."
     def __init__(self, cfg: UEDTeacherConfig, h: int, w: int, batch: int, gen: torch.Generator):
-        if cfg.method not in TEACHERS: raise ValueError(f"unknown teacher {cfg.method!r}; valid: {', '.join(TEACHERS)}")
+        if cfg.method not in UED_METHODS: raise ValueError(f"unknown teacher {cfg.method!r}; valid: {', '.join(UED_METHODS)}")
         if cfg.score not in SCORES: raise ValueError(f"unknown score {cfg.score!r}; valid: {', '.join(SCORES)}")
         self.cfg, self.h, self.w, self.batch, self.gen = cfg, h, w, batch, gen
         self.buffer = LevelBuffer(cfg.buffer_size, h, w) if cfg.method != "dr" else None

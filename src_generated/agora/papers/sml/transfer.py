@@ -13,7 +13,7 @@ from ...core.didactic import BaseConfig, MethodConfig, eval_play, make_tasks, na
 from ...core.dialogue import premature_answer_rate, success_by_turn, turn_kind_rate
 from .methods import METHODS
 
-DOMAINS = ["math", "code"]
+TRANSFER_DOMAINS = ["math", "code"]
 SHARDED_MODELS = ["base", "multi_turn_rl", "q_primed_rl"]  # base, online SML, SML + Q-priming
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class TransferConfig:
 
 def transfer_sharded_seed(b: BaseConfig, m: MethodConfig, c: TransferConfig) -> dict:
     "Online SML (`multi_turn_rl`, trained on each domain) minus base by turn `train_turns`; sharded success, kinds."
-    evals = {ev: make_tasks(ev, c.n_eval, b.seed, "eval", b.levels(ev)) for ev in DOMAINS}
+    evals = {ev: make_tasks(ev, c.n_eval, b.seed, "eval", b.levels(ev)) for ev in TRANSFER_DOMAINS}
     @cache  # each model is loaded once
     def model(name, dom): return named_model(name, METHODS, dom, c.n_train, b, m)
     def success(chat, ts):
@@ -34,7 +34,7 @@ def transfer_sharded_seed(b: BaseConfig, m: MethodConfig, c: TransferConfig) -> 
     base = model("base", "math")
     base_succ = {ev: success(base, ts) for ev, ts in evals.items()}
     transfer = {(tr, ev): success(model("multi_turn_rl", tr), ts) - base_succ[ev]
-                for tr in DOMAINS for ev, ts in evals.items()}
+                for tr in TRANSFER_DOMAINS for ev, ts in evals.items()}
     sharded = {}
     for n in SHARDED_MODELS:
         chat = model(n, "math")
@@ -46,4 +46,4 @@ def transfer_sharded_seed(b: BaseConfig, m: MethodConfig, c: TransferConfig) -> 
     return dict(transfer=transfer, sharded=sharded)
 
 # %% auto #0
-__all__ = ['DOMAINS', 'SHARDED_MODELS', 'TransferConfig', 'transfer_sharded_seed']
+__all__ = ['TRANSFER_DOMAINS', 'SHARDED_MODELS', 'TransferConfig', 'transfer_sharded_seed']
