@@ -46,7 +46,11 @@ def test_bad_benchmark_arguments_exit_2_with_one_line():
     r = subprocess.run([AGORA, "bench", "sandbox", "zero"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "invalid int value: 'zero'" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([AGORA, "bench", "sandbox", "0"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and r.stderr.strip().endswith("programs must be >= 1, got 0")
+    assert r.returncode == 2 and r.stderr.strip() == "agora bench sandbox: argument programs: must be >= 1, got 0"
+    for name, args in [("rollout", ["--batches", "x"]), ("rollout", ["--batches", "0"]), ("rollout", ["--naive-episodes", "0"]),
+                       ("games", ["--envs", "0"])]:
+        r = subprocess.run([AGORA, "bench", name, *args], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
 
 
 def test_sandbox_bench_runs(capsys):

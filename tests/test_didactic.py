@@ -1,13 +1,10 @@
 "agora.core.didactic: the configs every sml/rl2f notebook builds, methods passed as functions, paper methods in workers."
 from __future__ import annotations
 
-import ast
-import json
 import os
 from pathlib import Path
 
 import pytest
-import yaml
 
 from agora.core.didactic import (BaseConfig, MethodConfig, base_model, build_models, experiment_configs, method_name,
                                  multi_turn_rl, trained_model)
@@ -21,13 +18,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is
 
 
 def notebook_params(slug: str, name: str, profile: str) -> dict:
-    "A notebook's parameters as papermill sets them: the parameters cell's values, overridden by the profile."
-    cells = json.loads((ROOT / "nbs" / "papers" / slug / f"{name}.ipynb").read_text())["cells"]
-    cell, = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    params = {}
-    for node in ast.parse("".join(cell["source"])).body:
-        params[node.targets[0].id] = ast.literal_eval(node.value)
-    return {**params, **(yaml.safe_load((ROOT / "papers" / slug / "profiles" / f"{profile}.yaml").read_text()) or {})}
+    "A notebook's parameters as the runner sets them: its defaults, overridden by the profile (shared and per notebook)."
+    from agora.core.claims import load_card
+    from agora.core.profiles import notebook_parameters, resolve_parameters
+    paths = load_card(slug, ROOT).notebook_paths(ROOT)
+    path, = [p for p in paths if p.stem == name]
+    return {**notebook_parameters(path), **resolve_parameters(slug, profile, paths, ROOT)[name]}
 
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])

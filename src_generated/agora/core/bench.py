@@ -17,6 +17,7 @@ from unittest import mock
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from .cli import ArgParser
 from .dialogue import (DialogueConfig, DidacticEnv, NaiveGenerateStudent, ScriptedTeacher,
                                  printable_suppress_ids)
 from .games import CoinGame, NPlayerGame, PyCoinGame, PyNPlayerGame
@@ -26,17 +27,23 @@ from .seeding import derive_seed
 from .tasks import Task, sample_tasks
 
 # %% auto #0
-__all__ = ['bench_rollout', 'bench_games', 'bench_sandbox']
+__all__ = ['positive_int', 'positive_ints', 'bench_rollout', 'bench_games', 'bench_sandbox']
 
 # %% ../../../nbs/core/09a_bench.ipynb #6a8fb010
-class _BenchParser(argparse.ArgumentParser):
-    "argparse that reports bad input as one line and exit code 2, as the `agora` command does."
-    def error(self, message):
-        self.exit(2, f"{self.prog}: {message}\n")
-
 def _parser(name: str, fn) -> argparse.ArgumentParser:
-    "The argument parser of benchmark `name`, described by `fn`'s docstring."
-    return _BenchParser(prog=f"agora bench {name}", description=fn.__doc__)
+    "The argument parser of benchmark `name`, described by `fn`'s docstring (bad input: one line, exit 2)."
+    return ArgParser(prog=f"agora bench {name}", description=fn.__doc__)
+
+def positive_int(text: str) -> int:
+    "An argparse type: an integer >= 1."
+    try: n = int(text)
+    except ValueError: raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if n < 1: raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+def positive_ints(text: str) -> list[int]:
+    "An argparse type: comma-separated integers >= 1."
+    return [positive_int(x) for x in text.split(",")]
 
 # %% ../../../nbs/core/09a_bench.ipynb #abd2e5ad
 def _rollout_rate(env: DidacticEnv, tasks: list[Task], batch: int, tok: PreTrainedTokenizerBase, seed: int) -> dict:
@@ -57,19 +64,19 @@ def bench_rollout(argv: list[str]) -> int:
     p.add_argument("--size", default="5m", help="TinyLM size preset")
     p.add_argument("--model", default=None,
                    help="a saved model directory to roll out instead (a trained student ends its turns on its own)")
-    p.add_argument("--batches", default="1,16,64", help="comma-separated batch sizes")
-    p.add_argument("--episodes", type=int, default=64, help="episodes per batched setting (at least one batch)")
-    p.add_argument("--chunks", type=int, default=8, help="at most this many batches per setting")
-    p.add_argument("--naive-episodes", type=int, default=8, help="episodes of the naive loop")
-    p.add_argument("--turns", type=int, default=4, help="student turns per episode")
-    p.add_argument("--max-new-tokens", type=int, default=32, help="tokens per student turn")
+    p.add_argument("--batches", type=positive_ints, default="1,16,64", help="comma-separated batch sizes")
+    p.add_argument("--episodes", type=positive_int, default=64, help="episodes per batched setting (at least one batch)")
+    p.add_argument("--chunks", type=positive_int, default=8, help="at most this many batches per setting")
+    p.add_argument("--naive-episodes", type=positive_int, default=8, help="episodes of the naive loop")
+    p.add_argument("--turns", type=positive_int, default=4, help="student turns per episode")
+    p.add_argument("--max-new-tokens", type=positive_int, default=32, help="tokens per student turn")
     p.add_argument("--family", default="arithmetic", help="task family")
-    p.add_argument("--difficulty", type=int, default=2, help="task difficulty")
+    p.add_argument("--difficulty", type=positive_int, default=2, help="task difficulty")
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     if a.threads: torch.set_num_threads(a.threads)
-    batches = [int(b) for b in a.batches.split(",")]
+    batches = a.batches
     if a.model:
         if not Path(a.model, "config.json").is_file(): p.error(f"--model {a.model!r}: not a directory with a saved model")
         lm = TinyLM.from_pretrained(a.model, dtype="float32", batch_size=max(64, *batches))
@@ -121,8 +128,8 @@ def _rate(fn, n_steps: int, n_envs: int) -> float:
 def bench_games(argv: list[str]) -> int:
     "Env steps/s of the batched games vs plain Python loops over the same number of envs; one JSON line per setting."
     ap = _parser("games", bench_games)
-    ap.add_argument("--envs", type=int, default=4096, help="environments stepped together")
-    ap.add_argument("--steps", type=int, default=50, help="steps per timing")
+    ap.add_argument("--envs", type=positive_int, default=4096, help="environments stepped together")
+    ap.add_argument("--steps", type=positive_int, default=50, help="steps per timing")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     gen, rng = torch.Generator().manual_seed(0), random.Random(0)
@@ -149,9 +156,8 @@ def bench_games(argv: list[str]) -> int:
 def bench_sandbox(argv: list[str]) -> int:
     "`agora bench sandbox`: programs per second, one sandbox per program vs batched (one JSON line each)."
     p = _parser("sandbox", bench_sandbox)
-    p.add_argument("programs", nargs="?", type=int, default=64, help="programs to run in each mode (at least 1)")
+    p.add_argument("programs", nargs="?", type=positive_int, default=64, help="programs to run in each mode")
     n = p.parse_args(argv).programs
-    if n < 1: p.error(f"programs must be >= 1, got {n}")
     jobs = [(f"def f(x):\n    return x + {i}", [f"assert f(1) == {i + 1}"]) for i in range(n)]
     for mode, batch_size in (("one_per_sandbox", 1), ("batched", 32)):
         t0 = time.perf_counter()

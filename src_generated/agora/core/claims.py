@@ -15,7 +15,7 @@ import numpy as np
 
 from .paths import find_root, nbs_dir, papers_dir, results_path
 from .profiles import InputError, read_yaml
-from .results import mean_ci, read_results
+from .results import load_results, mean_ci
 
 # %% auto #0
 __all__ = ['COMPARISONS', 'Claim', 'PaperCard', 'list_papers', 'load_card', 'metric_names', 'evaluate_metric', 'Verdict', 'judge',
@@ -162,13 +162,11 @@ def judge(claim: Claim, metrics: dict) -> Verdict:
 
 def judge_paper(card: PaperCard, profile: str, root: Path | None = None) -> list[Verdict]:
     "Verdicts for every claim of a paper under `profile`; without a results file, each is not run and says how to make it."
-    p = results_path(card.slug, profile, root)
-    if not p.is_file():
-        rel = p.relative_to(find_root()) if root is None else p.relative_to(root)
+    try: metrics = load_results(card.slug, profile, root).data["metrics"]  # metrics and timings: a claim may be about speed
+    except FileNotFoundError:
+        rel = results_path(card.slug, profile, root).relative_to(root or find_root())
         why = f"no {rel}: run agora reproduce --paper {card.slug} --profile {profile}"
         return [Verdict(c, "not run", detail=why) for c in card.claims]
-    metrics = {**read_results(card.slug, profile, root)["metrics"],
-               **read_results(card.slug, profile, root, timings=True)["metrics"]}  # a claim may be about speed
     return [judge(c, metrics) for c in card.claims]
 
 def _fmt(x: float) -> str: return f"{x:.3g}"

@@ -15,7 +15,7 @@ from .paths import PROFILES, find_root, results_path, settings
 from .profiles import InputError, available_profiles
 
 # %% auto #0
-__all__ = ['cmd_list', 'cmd_reproduce', 'cmd_claims', 'benchmarks', 'cmd_bench', 'cmd_docs', 'parser', 'main']
+__all__ = ['cmd_list', 'cmd_reproduce', 'cmd_claims', 'benchmarks', 'cmd_bench', 'cmd_docs', 'ArgParser', 'parser', 'main']
 
 # %% ../../../nbs/core/09_cli.ipynb #cabadef5
 def _table(rows: list[dict]) -> str:
@@ -85,17 +85,17 @@ def cmd_docs(args) -> int:
     return 1 if (args.check and stale) else 0
 
 # %% ../../../nbs/core/09_cli.ipynb #c0b748e9
-class _Parser(argparse.ArgumentParser):
-    "argparse that reports bad input as one line and exit code 2."
+class ArgParser(argparse.ArgumentParser):
+    "argparse that reports bad input as one line (the program's name, the problem) and exit code 2."
     def error(self, message):
-        self.exit(2, f"agora: {message}\n")
+        self.exit(2, f"{self.prog}: {message}\n")
 
 def parser() -> argparse.ArgumentParser:
     "The `agora` argument parser."
     try: default_profile = settings().get("agora", "default_profile", fallback="cpu")
     except FileNotFoundError: default_profile = "cpu"
-    p = _Parser(prog="agora", description="Reproduce papers on learning agents from notebooks.")
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser,
+    p = ArgParser(prog="agora", description="Reproduce papers on learning agents from notebooks.")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=ArgParser,
                            metavar="{list,reproduce,claims,bench,docs}")
     sub.add_parser("list", help="papers, notebooks, claims, results").set_defaults(fn=cmd_list)
     r = sub.add_parser("reproduce", help="run papers' notebooks with papermill")

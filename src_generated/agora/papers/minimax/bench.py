@@ -5,7 +5,6 @@
 # %% ../../../../nbs/papers/minimax/30_throughput.ipynb #ba47320f
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -17,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...core.bench import positive_int, positive_ints
+from ...core.cli import ArgParser
 from .maze import MazeEnv, MazeLevels, MazeState, make_minigrid_env, random_levels
 from .train import MinigridLoop, PPOConfig, UEDTrainConfig, train
 from .ued import UEDTeacherConfig
@@ -180,15 +181,15 @@ def bench_rows(batches: list[int], modes: list[str], seconds: float, size: int, 
 
 def bench_maze(argv: list[str]) -> int:
     "`agora bench maze`: env-only steps/s of ours, a `minigrid` loop and minimax's JAX maze vs batch size."
-    p = argparse.ArgumentParser(prog="agora bench maze", description=bench_maze.__doc__)
-    p.add_argument("--batches", default="1,4,16,64,256,1024,4096", help="comma-separated batch sizes")
+    p = ArgParser(prog="agora bench maze", description=bench_maze.__doc__)  # bad input: one line, exit 2
+    p.add_argument("--batches", type=positive_ints, default="1,4,16,64,256,1024,4096", help="comma-separated batch sizes")
     p.add_argument("--modes", default="step,autoreset,reset", help=f"comma-separated, of {', '.join(MODES)}")
     p.add_argument("--seconds", type=float, default=1.0, help="timing window per setting")
-    p.add_argument("--size", type=int, default=13, help="maze interior side")
-    p.add_argument("--n-walls", type=int, default=25)
-    p.add_argument("--max-steps", type=int, default=250)
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch and XLA")
-    p.add_argument("--reps", type=int, default=1, help="repeated measurements per setting")
+    p.add_argument("--size", type=positive_int, default=13, help="maze interior side")
+    p.add_argument("--n-walls", type=positive_int, default=25)
+    p.add_argument("--max-steps", type=positive_int, default=250)
+    p.add_argument("--threads", type=positive_int, default=1, help="CPU threads for torch and XLA")
+    p.add_argument("--reps", type=positive_int, default=1, help="repeated measurements per setting")
     p.add_argument("--jax-venv", default=None, help="minimax venv (default runs/bench/minimax-venv)")
     p.add_argument("--make-jax-venv", action="store_true", help="create the minimax venv if missing (pip install)")
     p.add_argument("--no-jax", action="store_true", help="skip minimax's JAX maze")
@@ -202,7 +203,7 @@ def bench_maze(argv: list[str]) -> int:
         py = ensure_minimax_venv(venv, create=a.make_jax_venv)
         if py is None: print(json.dumps({"skipped": "minimax-jax", "why": f"no working minimax venv at {venv}; "
                                          "pass --make-jax-venv to create it"}), flush=True)
-    rows = bench_rows([int(b) for b in a.batches.split(",")], modes, a.seconds, a.size, a.n_walls, a.max_steps, py,
+    rows = bench_rows(a.batches, modes, a.seconds, a.size, a.n_walls, a.max_steps, py,
                       a.threads, a.reps)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     for r in rows: print(json.dumps(r | {"load1": load}), flush=True)
