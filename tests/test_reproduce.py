@@ -184,7 +184,10 @@ def _interrupt(repo: Path, sig: int) -> tuple[subprocess.CompletedProcess, int]:
         assert time.time() - t0 < 120 and p.poll() is None, "the notebook never started"
         time.sleep(0.2)
     os.killpg(p.pid, sig)  # as a terminal's Ctrl-C does: the whole foreground group
-    out, err = p.communicate(timeout=60)
+    try: out, err = p.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL); out, err = p.communicate()
+        raise AssertionError(f"the runner did not stop within 120 s of {sig!r}: {out[-2000:]} {err[-2000:]}") from None
     (repo / "slow").unlink(); (repo / "started").unlink()
     return subprocess.CompletedProcess(p.args, p.returncode, out, err), int((repo / "kernel.pid").read_text())
 
