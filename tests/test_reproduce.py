@@ -174,11 +174,20 @@ SLOW = ("(ROOT / 'kernel.pid').write_text(str(os.getpid()))\n"
         "if (ROOT / 'slow').exists():\n    (ROOT / 'started').touch(); time.sleep(120)\n")
 
 
+def _as_in_a_terminal() -> None:
+    "SIGINT as a terminal's foreground command has it: default handling, not blocked."
+    # in the full suite the pytest process can hold SIGINT ignored or blocked (make test from a fresh clone did), and a
+    # child inherits both: the runner would never see the Ctrl-C this test sends
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(repo: Path, sig: int) -> tuple[subprocess.CompletedProcess, int]:
     "Start a forced run of the slow paper, send `sig` to the runner's process group once the notebook runs."
     (repo / "slow").touch()
     p = subprocess.Popen([AGORA, "reproduce", "--profile", "smoke", "--force"], env={**os.environ, "AGORA_ROOT": str(repo)},
-                         cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                         cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         preexec_fn=_as_in_a_terminal)
     t0 = time.time()
     while not (repo / "started").exists():
         assert time.time() - t0 < 120 and p.poll() is None, "the notebook never started"
@@ -187,7 +196,9 @@ def _interrupt(repo: Path, sig: int) -> tuple[subprocess.CompletedProcess, int]:
     try: out, err = p.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL); out, err = p.communicate()
-        raise AssertionError(f"the runner did not stop within 120 s of {sig!r}: {out[-2000:]} {err[-2000:]}") from None
+        here = (signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, []))  # this process's SIGINT
+        raise AssertionError(f"the runner did not stop within 120 s of {sig!r} (pytest's SIGINT: {here}): "
+                             f"{out[-2000:]} {err[-2000:]}") from None
     (repo / "slow").unlink(); (repo / "started").unlink()
     return subprocess.CompletedProcess(p.args, p.returncode, out, err), int((repo / "kernel.pid").read_text())
 
