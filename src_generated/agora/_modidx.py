@@ -673,7 +673,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'agora.core.tokenizer.role_loss_mask': ( 'core/tokenizer.html#role_loss_mask',
                                                                                'agora/core/tokenizer.py')},
             'agora.core.trainers': { 'agora.core.trainers.GRPOConfig': ('core/trainers.html#grpoconfig', 'agora/core/trainers.py'),
-                                     'agora.core.trainers._pad': ('core/trainers.html#_pad', 'agora/core/trainers.py'),
                                      'agora.core.trainers._sft_trl': ('core/trainers.html#_sft_trl', 'agora/core/trainers.py'),
                                      'agora.core.trainers.didactic_rollout': ( 'core/trainers.html#didactic_rollout',
                                                                                'agora/core/trainers.py'),

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from .dialogue import DialogueConfig, DidacticEnv, Teacher
-from .lm import HFChatModel, LMExample, TrainConfig, chat_example, token_logprobs, train_lm
+from .lm import HFChatModel, LMExample, TrainConfig, _pad_right, chat_example, token_logprobs, train_lm
 from .seeding import derive_seed, np_rng
 from .tasks import Task
 from .tokenizer import Message, encode_chat, role_loss_mask
@@ -131,14 +131,6 @@ class GRPOConfig:
     aux_roles: tuple = ("teacher",)  # roles whose tokens the auxiliary LM loss trains on
     seed: int = 0  # problem order and sampling
 
-def _pad(seqs: Sequence[Sequence[int]], pad_id: int, width: int) -> torch.Tensor:
-    "Right-padded (and truncated) rows."
-    out = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    for r, s in enumerate(seqs):
-        s = list(s)[:width]
-        out[r, :len(s)] = torch.tensor(s, dtype=torch.long)
-    return out
-
 # %% ../../../nbs/core/16_trainers.ipynb #3de075e2
 def grpo_update(chat: HFChatModel, opt: torch.optim.Optimizer, convs: Sequence[Sequence[Message]],
                 advantages: np.ndarray, cfg: GRPOConfig, ref: PreTrainedModel | None = None,
@@ -153,9 +145,8 @@ def grpo_update(chat: HFChatModel, opt: torch.optim.Optimizer, convs: Sequence[S
     enc = [encode_chat(tok, c) for c in convs]  # (ids, role of every token): both loss masks come from one encoding
     ex = [(i, role_loss_mask(tok, i, r, train_roles)) for i, r in enc]
     width = min(cfg.max_len, max(len(e[0]) for e in ex))
-    ids = _pad([e[0] for e in ex], chat.pad_id, width).to(dev)
-    att = _pad([[1] * len(e[0]) for e in ex], 0, width).to(dev)
-    lmask = (_pad([e[1] for e in ex], 0, width).to(dev) * att)[:, 1:]
+    ids, att = (t.to(dev) for t in _pad_right([e[0] for e in ex], chat.pad_id, width))
+    lmask = (_pad_right([e[1] for e in ex], 0, width)[0].to(dev) * att)[:, 1:]
     if rl_keep is not None: lmask = lmask * torch.tensor([int(k) for k in rl_keep], dtype=torch.long, device=dev)[:, None]
     adv = torch.tensor(advantages, dtype=torch.float32, device=dev)
     if cfg.loss_norm == "sequence":  # each conversation's tokens weigh 1/its length: every conversation counts once
@@ -164,7 +155,7 @@ def grpo_update(chat: HFChatModel, opt: torch.optim.Optimizer, convs: Sequence[S
     amask = None
     if cfg.aux_coef > 0:  # the LM loss on other roles' turns, e.g. the teacher's, given the conversation before them
         aux = [role_loss_mask(tok, i, r, cfg.aux_roles) for i, r in enc]
-        amask = (_pad(aux, 0, width).to(dev) * att)[:, 1:].float()
+        amask = (_pad_right(aux, 0, width)[0].to(dev) * att)[:, 1:].float()
         n_aux = amask.sum().clamp(min=1)
     chunks = [slice(i, i + cfg.minibatch) for i in range(0, len(ex), cfg.minibatch)]
     with torch.no_grad():
