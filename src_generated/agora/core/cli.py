@@ -15,7 +15,8 @@ from .paths import PROFILES, find_root, results_path, settings
 from .profiles import InputError, available_profiles
 
 # %% auto #0
-__all__ = ['cmd_list', 'cmd_reproduce', 'cmd_claims', 'benchmarks', 'cmd_bench', 'cmd_docs', 'ArgParser', 'parser', 'main']
+__all__ = ['cmd_list', 'cmd_reproduce', 'cmd_claims', 'benchmarks', 'cmd_bench', 'cmd_models', 'cmd_docs', 'ArgParser', 'parser',
+           'main']
 
 # %% ../../../nbs/core/09_cli.ipynb #cabadef5
 def _table(rows: list[dict]) -> str:
@@ -77,6 +78,13 @@ def cmd_bench(args) -> int:
         raise InputError(f"{what}; valid: {', '.join(sorted(found)) or '(none registered)'}")
     return int(found[args.name].load()(args.rest) or 0)
 
+def cmd_models(args) -> int:
+    "The registered pretrained models: parameters, source, whether installed and cached."
+    from agora.core.lm import models_dir, models_table
+    print(_table(models_table()))
+    print(f"\nmodels cache: {models_dir()} (set $AGORA_MODELS to move it)")
+    return 0
+
 def cmd_docs(args) -> int:
     "Regenerate README.md and the papers' verdict tables; with --check, exit 1 if any is out of date."
     from agora.core.docs import write_docs
@@ -96,7 +104,7 @@ def parser() -> argparse.ArgumentParser:
     except FileNotFoundError: default_profile = "cpu"
     p = ArgParser(prog="agora", description="Reproduce papers on learning agents from notebooks.")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=ArgParser,
-                           metavar="{list,reproduce,claims,bench,docs}")
+                           metavar="{list,reproduce,claims,bench,models,docs}")
     sub.add_parser("list", help="papers, notebooks, claims, results").set_defaults(fn=cmd_list)
     r = sub.add_parser("reproduce", help="run papers' notebooks with papermill")
     r.add_argument("--paper", action="append", help="paper slug (repeatable; default: all)")
@@ -113,6 +121,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("name", nargs="?", help="one of: " + ", ".join(sorted(benchmarks())))
     b.add_argument("rest", nargs=argparse.REMAINDER, metavar="...", help="the benchmark's own arguments")
     b.set_defaults(fn=cmd_bench)
+    sub.add_parser("models", help="registered pretrained models, installed and cached or not").set_defaults(
+        fn=cmd_models, needs_root=False)
     d = sub.add_parser("docs", help="regenerate README.md and paper verdict tables")
     d.add_argument("--check", action="store_true")
     d.set_defaults(fn=cmd_docs)
@@ -122,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     "Entry point of the `agora` console script."
     args = parser().parse_args(argv)
     try:
-        find_root()
+        if getattr(args, "needs_root", True): find_root()
         return args.fn(args)
     except (InputError, FileNotFoundError) as e:
         print(f"agora: {e}", file=sys.stderr)

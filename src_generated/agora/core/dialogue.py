@@ -22,7 +22,7 @@ from .lm import ChatModel, HFChatModel
 from .seeding import derive_seed, np_rng
 from .tasks import (_MARK, FAMILIES, GENERIC_FEEDBACK, Task, extract_answer, feedback_many, hint_many,
                               leaks_solution, verify_many)
-from .tokenizer import encode_chat, role_loss_mask
+from .tokenizer import encode_roles, role_loss_mask
 
 # %% auto #0
 __all__ = ['STUDENT_KINDS', 'RETRY_TEXT', 'NUDGE_TEXT', 'NO_HINT_TEXT', 'NO_MORE_TEXT', 'TEACHER_SYSTEM', 'TEACHERS',
@@ -391,7 +391,7 @@ def episode_row(e: Episode, tokenizer: PreTrainedTokenizerBase | None = None,
     row["turns"] = [asdict(t) for t in e.turns]
     row["n_attempts"], row["n_questions"] = e.count("attempt"), e.count("question")
     if tokenizer is not None:
-        ids, roles = encode_chat(tokenizer, e.messages())
+        ids, roles = encode_roles(tokenizer, e.messages())
         row.update(input_ids=ids, role_ids=roles, loss_mask=role_loss_mask(tokenizer, ids, roles, train_roles))
     return row
 

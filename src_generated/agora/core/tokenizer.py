@@ -12,8 +12,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 # %% auto #0
-__all__ = ['ROLES', 'ROLE_ID', 'PAD', 'EOT', 'ROLE_TOKENS', 'SPECIAL_TOKENS', 'CHAT_TEMPLATE', 'Message', 'build_tokenizer',
-           'has_role_tokens', 'encode_chat', 'role_loss_mask']
+__all__ = ['ROLES', 'ROLE_ID', 'PAD', 'EOT', 'ROLE_TOKENS', 'SPECIAL_TOKENS', 'CHAT_TEMPLATE', 'Message', 'MERGE_SEP',
+           'build_tokenizer', 'has_role_tokens', 'encode_chat', 'role_loss_mask', 'openai_messages', 'template_roles',
+           'encode_roles']
 
 # %% ../../../nbs/core/10_tokenizer.ipynb #b3b67053
 ROLES = ("system", "teacher", "student", "user")  # the speakers of a dialogue
@@ -84,7 +85,69 @@ def encode_chat(tok: PreTrainedTokenizerBase, messages: Sequence[Message],
 
 def role_loss_mask(tok: PreTrainedTokenizerBase, ids: Sequence[int], roles: Sequence[int],
                    train_roles: Sequence[str] = ("student",)) -> list[int]:
-    "1 on the tokens a model should learn to produce (the content and `<eot>` of `train_roles`' turns), else 0."
+    "1 on the tokens a model should learn to produce (the content and end of turn of `train_roles`' turns), else 0."
     keep = {ROLE_ID[_role(r)] for r in train_roles}
-    markers = set(tok.convert_tokens_to_ids(list(ROLE_TOKENS)))
+    markers = set(tok.convert_tokens_to_ids(list(ROLE_TOKENS))) if has_role_tokens(tok) else set()
     return [int(r in keep and i not in markers) for i, r in zip(ids, roles)]
+
+# %% ../../../nbs/core/10_tokenizer.ipynb #ac092de6
+def _sides(conversation: Sequence[Message], role: str) -> list[tuple[str, list[int]]]:
+    "The OpenAI-side role of each merged message and the indices of the turns merged into it."
+    out: list[tuple[str, list[int]]] = []
+    for i, m in enumerate(conversation):
+        r = "system" if m["role"] == "system" else "assistant" if m["role"] in (role, "assistant") else "user"
+        # many chat templates require alternating turns: consecutive turns of one side become one message
+        if out and out[-1][0] == r and r != "system": out[-1][1].append(i)
+        else: out.append((r, [i]))
+    return out
+
+MERGE_SEP = "\n\n"  # between the contents of merged turns
+
+def openai_messages(conversation: Sequence[Message], role: str) -> list[dict]:
+    "Messages in OpenAI roles: `role` (the generating speaker) becomes assistant, other speakers user (merged)."
+    return [{"role": r, "content": MERGE_SEP.join(conversation[i]["content"] for i in idx)}
+            for r, idx in _sides(conversation, role)]
+
+_SENTINEL = "\u241f\u2402"  # two control pictures: text no turn contains
+
+def template_roles(tok: PreTrainedTokenizerBase, conversation: Sequence[Message],
+                   role: str = "student",  # the speaker rendered as `assistant`
+                   ) -> tuple[list[int], list[int]]:
+    "Token ids of `conversation` in `tok`'s own chat template and the role id (`ROLE_ID`, 0: template) of every token."
+    if not conversation: raise ValueError("empty conversation")
+    sides = _sides(conversation, role)
+    msgs = openai_messages(conversation, role)
+    name = getattr(tok, "name_or_path", "") or type(tok).__name__
+    text, spans = "", []  # spans: (start, end, role id) of each turn's content in the rendered text
+    for k, (_, idx) in enumerate(sides):
+        probe = tok.apply_chat_template([*msgs[:k], {**msgs[k], "content": _SENTINEL}], tokenize=False)
+        full = tok.apply_chat_template(msgs[:k + 1], tokenize=False)
+        at = probe.find(_SENTINEL)
+        if not full.startswith(text) or at < len(text) or probe[:at] != full[:at]:
+            raise ValueError(f"the chat template of {name} rewrites earlier turns or headers as turns are added; "
+                             "per-token roles need a template that only appends")
+        pos = at
+        for j, i in enumerate(idx):
+            body = conversation[i]["content"]
+            if j: pos += len(MERGE_SEP)
+            if full[pos:pos + len(body)] != body:
+                raise ValueError(f"the chat template of {name} changes the content of turn {i} ({body[:40]!r}); "
+                                 "per-token roles need the content verbatim")
+            spans.append((pos, pos + len(body), ROLE_ID[_role(conversation[i]["role"])]))
+            pos += len(body)
+        text = full
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
+    roles, special, s = [0] * len(ids), set(tok.all_special_ids), 0
+    for t, (a, b) in enumerate(offsets):
+        while s < len(spans) and spans[s][1] <= a and not (spans[s][0] == spans[s][1] == a): s += 1
+        if s < len(spans) and spans[s][0] <= a < spans[s][1]: roles[t] = spans[s][2]
+    for a, b, r in spans:  # the special token that closes a turn (e.g. <|im_end|>) is its speaker's
+        t = next((t for t, (x, _) in enumerate(offsets) if x >= b), None)
+        if t is not None and offsets[t][0] == b and ids[t] in special: roles[t] = r
+    return ids, roles
+
+def encode_roles(tok: PreTrainedTokenizerBase, conversation: Sequence[Message]) -> tuple[list[int], list[int]]:
+    "Token ids of a whole conversation and the role id of every token: `encode_chat` for our tokenizers, else `template_roles`."
+    if has_role_tokens(tok): return encode_chat(tok, conversation)
+    return template_roles(tok, conversation)

@@ -18,10 +18,11 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from .dialogue import DialogueConfig, DidacticEnv, Teacher
-from .lm import HFChatModel, LMExample, TrainConfig, _pad_right, chat_example, token_logprobs, train_lm
+from .lm import (HFChatModel, LMExample, TrainConfig, _pad_right, autocast, chat_example, fast_bf16,
+                           finetuning, token_logprobs, train_lm)
 from .seeding import derive_seed, np_rng
 from .tasks import Task
-from .tokenizer import Message, encode_chat, role_loss_mask
+from .tokenizer import Message, encode_chat, encode_roles, role_loss_mask
 
 # %% auto #0
 __all__ = ['Rollout', 'sft_examples', 'masked_sft', 'group_advantages', 'grpo_loss', 'GRPOConfig', 'grpo_update',
@@ -51,10 +52,12 @@ def _sft_trl(chat: HFChatModel, examples: Sequence[LMExample], cfg: TrainConfig)
                          seed=derive_seed(cfg.seed, "sft-trl"), data_seed=derive_seed(cfg.seed, "sft-trl-data"),
                          logging_steps=1, save_strategy="no", report_to=[], use_cpu=chat.device.type == "cpu",
                          max_length=cfg.max_len, dataloader_num_workers=0, disable_tqdm=True,
-                         dataset_num_proc=None, bf16=False, fp16=False, log_level="error")
-        trainer = SFTTrainer(model=chat.model, args=args, train_dataset=ds, processing_class=chat.tokenizer)
-        trainer.remove_callback(PrinterCallback)
-        trainer.train()
+                         dataset_num_proc=None, fp16=False, log_level="error",
+                         bf16=cfg.bf16 == "on" or (cfg.bf16 == "auto" and fast_bf16(chat.device)))
+        with finetuning(chat.model, cfg.lora_rank, cfg.lora_alpha, cfg.freeze_layers):  # the Trainer trains what requires grad
+            trainer = SFTTrainer(model=chat.model, args=args, train_dataset=ds, processing_class=chat.tokenizer)
+            trainer.remove_callback(PrinterCallback)
+            trainer.train()
         losses = [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]
     if bars: enable_progress_bar()
     chat.model.eval()
@@ -130,6 +133,10 @@ class GRPOConfig:
     aux_coef: float = 0.0  # weight of an LM loss on `aux_roles`' tokens (self-critique: the teacher turns); 0: none
     aux_roles: tuple = ("teacher",)  # roles whose tokens the auxiliary LM loss trains on
     seed: int = 0  # problem order and sampling
+    lora_rank: int = 0  # > 0: train LoRA adapters of this rank, merged in after training (see `agora.core.lm`)
+    lora_alpha: int = 0  # LoRA scale numerator (0: twice the rank)
+    freeze_layers: int = 0  # keep the embeddings and the lowest this many decoder layers fixed
+    bf16: str = "auto"  # bf16 autocast of the policy's forward passes: "auto" (where bf16 is fast), "on", "off"
 
 # %% ../../../nbs/core/16_trainers.ipynb #3de075e2
 def grpo_update(chat: HFChatModel, opt: torch.optim.Optimizer, convs: Sequence[Sequence[Message]],
@@ -142,7 +149,7 @@ def grpo_update(chat: HFChatModel, opt: torch.optim.Optimizer, convs: Sequence[S
     if cfg.loss_norm not in ("token", "sequence"):
         raise ValueError(f"loss_norm must be 'token' or 'sequence', got {cfg.loss_norm!r}")
     model, dev, tok = chat.model, chat.device, chat.tokenizer
-    enc = [encode_chat(tok, c) for c in convs]  # (ids, role of every token): both loss masks come from one encoding
+    enc = [encode_roles(tok, c) for c in convs]  # (ids, role of every token): both loss masks come from one encoding
     ex = [(i, role_loss_mask(tok, i, r, train_roles)) for i, r in enc]
     width = min(cfg.max_len, max(len(e[0]) for e in ex))
     ids, att = (t.to(dev) for t in _pad_right([e[0] for e in ex], chat.pad_id, width))
@@ -167,7 +174,7 @@ def grpo_update(chat: HFChatModel, opt: torch.optim.Optimizer, convs: Sequence[S
         opt.zero_grad(set_to_none=True)
         total, nll = 0.0, 0.0
         for c in chunks:
-            lp = token_logprobs(model, ids[c], att[c])
+            with autocast(dev, cfg.bf16): lp = token_logprobs(model, ids[c], att[c])
             o = old[c] if old is not None else lp.detach()
             part = grpo_loss(lp, o, adv[c], lmask[c], cfg.clip_eps, cfg.kl_coef, rlp[c] if rlp is not None else None)
             scaled = part * lmask[c].sum() / n_tok  # token mean over the whole batch, not per minibatch
@@ -175,17 +182,19 @@ def grpo_update(chat: HFChatModel, opt: torch.optim.Optimizer, convs: Sequence[S
                 a = -(lp * amask[c]).sum() / n_aux
                 scaled = scaled + cfg.aux_coef * a; nll += a.item()
             scaled.backward(); total += scaled.item()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
         opt.step(); losses.append(total); aux_nll.append(nll)
     model.eval()
     if stats is not None and amask is not None: stats["aux_nll"] = float(np.mean(aux_nll))
     return float(np.mean(losses))
 
 # %% ../../../nbs/core/16_trainers.ipynb #b746b162
-def grpo_optimizer(chat: HFChatModel,
-                   cfg: GRPOConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+def grpo_optimizer(chat: HFChatModel, cfg: GRPOConfig,
+                   params: Sequence[torch.nn.Parameter] | None = None,  # default: every parameter of the model
+                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     "AdamW (betas 0.9, 0.99) and its schedule: a linear warm-up to `cfg.lr` over `cfg.warmup` steps, then constant."
-    opt = torch.optim.AdamW(chat.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    params = list(chat.model.parameters()) if params is None else params
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
 
 def grpo_batch(tasks: Sequence, rng: np.random.Generator, cfg: GRPOConfig) -> list:
@@ -203,25 +212,28 @@ def train_grpo(chat: HFChatModel, tasks: Sequence, rollout: Rollout, cfg: GRPOCo
     if not tasks: raise ValueError("no tasks")
     tasks, G = list(tasks), cfg.group_size
     rng = np_rng(cfg.seed, "grpo-problems")
-    opt, sched = grpo_optimizer(chat, cfg)
     ref = copy.deepcopy(chat.model).eval() if cfg.kl_coef > 0 else None
     log = []
-    for step in tqdm(range(cfg.steps), disable=not progress, desc="grpo"):
-        batch = grpo_batch(tasks, rng, cfg)
-        chat.model.eval()
-        played = rollout(chat, batch, derive_seed(cfg.seed, "grpo-rollout", step))
-        rewards = np.array([r for _, r in played], dtype=float)
-        adv = group_advantages(rewards, G, cfg.scale_std)
-        keep = informative_groups(rewards, G)
-        stats = {}
-        if cfg.aux_coef > 0:  # every conversation feeds the auxiliary loss; only informative groups the RL loss
-            mask = np.zeros(len(played), bool); mask[keep] = True
-            loss = grpo_update(chat, opt, [c for c, _ in played], adv, cfg, ref, train_roles, mask, stats)
-        else:
-            loss = grpo_update(chat, opt, [played[i][0] for i in keep], adv[keep], cfg, ref, train_roles) if keep.size else 0.0
-        sched.step()
-        log.append(dict(step=step, reward=float(rewards.mean()), solved=float((rewards > 0).mean()),
-                        groups_used=int(keep.size // G), loss=loss, **stats))
+    with finetuning(chat.model, cfg.lora_rank, cfg.lora_alpha, cfg.freeze_layers) as params:
+        opt, sched = grpo_optimizer(chat, cfg, params)
+        for step in tqdm(range(cfg.steps), disable=not progress, desc="grpo"):
+            batch = grpo_batch(tasks, rng, cfg)
+            chat.model.eval()
+            played = rollout(chat, batch, derive_seed(cfg.seed, "grpo-rollout", step))
+            rewards = np.array([r for _, r in played], dtype=float)
+            adv = group_advantages(rewards, G, cfg.scale_std)
+            keep = informative_groups(rewards, G)
+            stats = {}
+            if cfg.aux_coef > 0:  # every conversation feeds the auxiliary loss; only informative groups the RL loss
+                mask = np.zeros(len(played), bool); mask[keep] = True
+                loss = grpo_update(chat, opt, [c for c, _ in played], adv, cfg, ref, train_roles, mask, stats)
+            elif keep.size:
+                loss = grpo_update(chat, opt, [played[i][0] for i in keep], adv[keep], cfg, ref, train_roles)
+            else: loss = 0.0
+            sched.step()
+            log.append(dict(step=step, reward=float(rewards.mean()), solved=float((rewards > 0).mean()),
+                            groups_used=int(keep.size // G), loss=loss, **stats))
+    chat.model.eval()
     return log
 
 # %% ../../../nbs/core/16_trainers.ipynb #3f62f9cf
