@@ -39,6 +39,15 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(scope="session")
+def smol():
+    "SmolLM2-135M-Instruct, loaded once per test session (its package is installed by `make install`)."
+    from agora.core.lm import install_hint, load_chat_model
+    try: return load_chat_model("smollm2-135m-instruct", device="cpu")
+    except ModuleNotFoundError:
+        pytest.fail(f"SmolLM2 is not installed: {install_hint('smollm2-135m-instruct')} (make install does it)")
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     "An empty agora repo (settings.ini only) in a temporary directory."

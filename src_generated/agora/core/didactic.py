@@ -24,7 +24,7 @@ import torch
 from .cache import cached_stage
 from .dialogue import (BlindRetryTeacher, DialogueConfig, DidacticEnv, EnvTeacher, Episode, RetryTeacher,
                                  ScriptedTeacher, SelfTeacher, ShuffledTeacher, Teacher)
-from .lm import LM_SIZES, HFChatModel, LMSize, TinyLM, TrainConfig
+from .lm import LM_SIZES, PRETRAINED, HFChatModel, LMSize, TinyLM, TrainConfig, load_chat_model
 from .seeding import derive_seed, np_rng
 from .tasks import Task, sample_tasks, verify_many
 from .tokenizer import build_tokenizer
@@ -72,14 +72,15 @@ DIFFICULTIES = {"math": (1, 2, 3), "code": (3, 4), "maze": (1, 2), "puzzle": (1,
 @dataclass(frozen=True)
 class BaseConfig:
     "Single-turn pretraining of a base student."
-    size: str = "1m"  # student size, a key of `SIZES`
+    size: str = "1m"  # student: a TinyLM size (a key of `SIZES`) or a pretrained model (`agora.core.lm.PRETRAINED`)
     domains: tuple = ("math", "code")  # pretraining domains
     difficulties: tuple = tuple(DIFFICULTIES.items())  # (domain, levels) pairs
     n_problems: int = 600  # pretraining problems per domain
     vocab_size: int = 384  # BPE vocabulary (trained on task texts)
     batch_size: int = 32  # sequences per step
     group_by_length: int = 1  # > 1: batches regrouped by length (less padding, but slower learning per step here)
-    lr: float = 3e-3  # peak learning rate
+    lr: float = 3e-3  # peak learning rate (a TinyLM from scratch)
+    pretrained_lr: float = 5e-5  # peak learning rate when the student is a pretrained model
     warmup: int = 20  # linear warm-up steps (then one cosine decay over `max_steps`)
     chunk_steps: int = 50  # steps between accuracy checks
     max_steps: int = 200  # training steps
@@ -107,7 +108,11 @@ def pretrain_base(cfg: BaseConfig, progress: bool = False) -> tuple[TinyLM, dict
     data = [t for d in cfg.domains for t in make_tasks(d, cfg.n_problems, cfg.seed, "pretrain", cfg.levels(d))]
     val = {d: make_tasks(d, cfg.n_val, cfg.seed, "val", cfg.levels(d)) for d in cfg.domains}
     corpus = [m["content"] for t in data for m in single_turn(t)]
-    lm = TinyLM.create(SIZES[cfg.size], build_tokenizer(corpus, cfg.vocab_size), seed=cfg.seed, max_len=1024)
+    if cfg.size in SIZES:
+        lm = TinyLM.create(SIZES[cfg.size], build_tokenizer(corpus, cfg.vocab_size), seed=cfg.seed, max_len=1024)
+    elif cfg.size in PRETRAINED: lm = load_chat_model(cfg.size)  # it learns the answer format the same way
+    else: raise ValueError(f"unknown student {cfg.size!r}; valid: {', '.join([*SIZES, *PRETRAINED])}")
+    lr = cfg.lr if cfg.size in SIZES else cfg.pretrained_lr
     log, t0 = [], time.time()
 
     def check(step: int) -> bool:
@@ -118,7 +123,7 @@ def pretrain_base(cfg: BaseConfig, progress: bool = False) -> tuple[TinyLM, dict
         return min(acc[d] for d in cfg.target_domains) >= cfg.target_acc
 
     masked_sft(lm, [single_turn(t) for t in data], backend="loop", callback=check,
-               cfg=TrainConfig(steps=cfg.max_steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup=cfg.warmup,
+               cfg=TrainConfig(steps=cfg.max_steps, batch_size=cfg.batch_size, lr=lr, warmup=cfg.warmup,
                                seed=derive_seed(cfg.seed, "pretrain"), group_by_length=cfg.group_by_length))
     return lm, dict(steps=log[-1]["steps"], n_params=lm.n_params, log=log)
 
