@@ -24,7 +24,8 @@ import torch
 from .cache import cached_stage
 from .dialogue import (BlindRetryTeacher, DialogueConfig, DidacticEnv, EnvTeacher, Episode, RetryTeacher,
                                  ScriptedTeacher, SelfTeacher, ShuffledTeacher, Teacher)
-from .lm import LM_SIZES, PRETRAINED, HFChatModel, LMSize, TinyLM, TrainConfig, load_chat_model
+from .lm import (LM_SIZES, PRETRAINED, HFChatModel, LMSize, TinyLM, TrainConfig, default_device,
+                           load_chat_model)
 from .seeding import derive_seed, np_rng
 from .tasks import Task, sample_tasks, verify_many
 from .tokenizer import build_tokenizer
@@ -109,7 +110,8 @@ def pretrain_base(cfg: BaseConfig, progress: bool = False) -> tuple[TinyLM, dict
     val = {d: make_tasks(d, cfg.n_val, cfg.seed, "val", cfg.levels(d)) for d in cfg.domains}
     corpus = [m["content"] for t in data for m in single_turn(t)]
     if cfg.size in SIZES:
-        lm = TinyLM.create(SIZES[cfg.size], build_tokenizer(corpus, cfg.vocab_size), seed=cfg.seed, max_len=1024)
+        lm = TinyLM.create(SIZES[cfg.size], build_tokenizer(corpus, cfg.vocab_size), seed=cfg.seed, max_len=1024,
+                           device=default_device())
     elif cfg.size in PRETRAINED: lm = load_chat_model(cfg.size)  # it learns the answer format the same way
     else: raise ValueError(f"unknown student {cfg.size!r}; valid: {', '.join([*SIZES, *PRETRAINED])}")
     lr = cfg.lr if cfg.size in SIZES else cfg.pretrained_lr

@@ -401,13 +401,13 @@ class TinyLM(HFChatModel):
     "A Llama-style decoder trained from scratch, behind the chat interface."
     @classmethod
     def create(cls, size: str | LMSize = "5m", tokenizer: PreTrainedTokenizerBase | None = None, seed: int = 0,
-               max_len: int = 2048, device: str | None = None, dtype: torch.dtype = torch.float32, **kw) -> TinyLM:
+               max_len: int = 2048, device: str = "cpu", dtype: torch.dtype = torch.float32, **kw) -> TinyLM:
         "A freshly initialised TinyLM of a named size (`LM_SIZES`); seeded initialisation."
         tok = tokenizer if tokenizer is not None else build_tokenizer()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed, "tinylm-init"))
             model = LlamaForCausalLM(lm_config(size, tok, max_len))
-        return cls(model.to(device or default_device(), dtype), tok, **kw)
+        return cls(model.to(device, dtype), tok, **kw)
 
 # %% ../../../nbs/core/11_lm.ipynb #0055c264
 @dataclass(frozen=True)

@@ -78,6 +78,7 @@ def complete(model: nn.Module, tok: PreTrainedTokenizerBase, prompts: list[str],
     T, pad, eot = max(map(len, rows)), tok.pad_token_id, tok.convert_tokens_to_ids(EOT)
     ids, mask = torch.full((len(rows), T), pad, dtype=torch.long), torch.zeros(len(rows), T, dtype=torch.long)
     for i, r in enumerate(rows): ids[i, T - len(r):] = torch.tensor(r); mask[i, T - len(r):] = 1
-    out = model.generate(ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
+    out = model.generate(ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=max_new,
+                         do_sample=False,
                          pad_token_id=pad, eos_token_id=eot)
     return [tok.decode([t for t in o[T:].tolist() if t != pad]).split(EOT)[0] for o in out]
