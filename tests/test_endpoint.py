@@ -1,4 +1,5 @@
-"agora.core.endpoint: the client against `ChatServer`, a test double serving a TinyLM with vLLM's extensions and faults on demand (the client against a real server: test_serve.py)."
+"""agora.core.endpoint: the client against `ChatServer`, a test double serving a TinyLM with vLLM's extensions and
+faults on demand (the client against a real server, `transformers serve`: test_serve.py)."""
 from __future__ import annotations
 
 import threading

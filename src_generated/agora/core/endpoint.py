@@ -175,7 +175,7 @@ class _Handler(BaseHTTPRequestHandler):
         fail = chat._count()
         time.sleep(chat.delay)
         if fail:
-            return self._send(chat.fail_status, _error(chat.fail_status, "injected fault (fail_first)", chat.fail_param))
+            return self._send(chat.fail_status, _error(chat.fail_status, "injected fault", chat.fail_param))
         try: self._send(200, chat.answer(body))
         except (KeyError, IndexError, TypeError, ValueError) as e:
             self._send(400, _error(400, f"bad request: {type(e).__name__}: {e}"))
