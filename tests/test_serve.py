@@ -58,9 +58,8 @@ def served(model_dir, tmp_path_factory):
     "`transformers serve` on a free loopback port, the model preloaded from its local directory, offline."
     if why := _serve_missing(): pytest.skip(why)
     port, log = _free_port(), tmp_path_factory.mktemp("serve") / "serve.log"
-    cli = Path(sys.executable).parent / "transformers"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    cmd = [str(cli), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
+    cmd = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
            "--dtype", "float32", "--log-level", "warning"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
