@@ -134,3 +134,27 @@ def test_rl2f_self_critique_method_logs_critique_loss():
     log = self_critique_rl(TinyLM.create(SIZES["0.1m"], seed=0), make_tasks("math", 4, 0, "train", (1,)), cfg)
     assert [r["step"] for r in log["rl"]] == [0, 1]
     assert all("aux_nll" in r for r in log["rl"])
+
+
+def test_grpo_trl_backend_trains_student_tokens_only(monkeypatch):
+    from trl import GRPOTrainer
+    from agora.core.trainers import train_grpo
+    seen, compute_loss = [], GRPOTrainer._compute_loss
+    def spy(self, model, inputs):  # what TRL's loss sees: the completions and the mask it trains on
+        seen.append((inputs["completion_ids"], inputs["completion_mask"] * inputs["tool_mask"]))
+        return compute_loss(self, model, inputs)
+    monkeypatch.setattr(GRPOTrainer, "_compute_loss", spy)
+    def rollout(chat, tasks, seed):  # the sampled student turn, the teacher's, a fixed student turn; rewards 0, 1, 0, 1
+        outs = chat.generate([CONV[:1]] * len(tasks), max_new_tokens=3, temperature=1.0, seed=seed)
+        return [([CONV[0], {"role": "student", "content": o}, *CONV[2:]], float(i % 2)) for i, o in enumerate(outs)]
+    lm = TinyLM.create("1m", seed=0)
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    log = train_grpo(lm, [0], rollout, GRPOConfig(steps=2, problems_per_step=1, group_size=4, lr=1e-2), backend="trl")
+    assert [r["groups_used"] for r in log] == [1, 1] and all(r["loss"] != 0 for r in log)
+    assert any(not torch.equal(before[k], v) for k, v in lm.model.state_dict().items())
+    tok = lm.tokenizer
+    for ids, mask in seen:
+        for row, m in zip(ids.tolist(), mask.tolist()):
+            full = tok.decode(row)
+            trained = tok.decode([t for t, k in zip(row, m) if k])
+            assert "Too high." in full and "Too high" not in trained and trained.endswith("<eot>ANSWER: 4<eot>")

@@ -8,6 +8,7 @@ student tokens only, optional clipping and KL)."""
 from __future__ import annotations
 
 import copy
+import os
 import tempfile
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -26,7 +27,7 @@ from .tokenizer import Message, encode_chat, encode_roles, role_loss_mask
 
 # %% auto #0
 __all__ = ['Rollout', 'sft_examples', 'masked_sft', 'group_advantages', 'grpo_loss', 'GRPOConfig', 'grpo_update',
-           'grpo_optimizer', 'grpo_batch', 'informative_groups', 'train_grpo', 'didactic_rollout']
+           'grpo_optimizer', 'grpo_batch', 'informative_groups', 'train_grpo', 'trl_rollout_fields', 'didactic_rollout']
 
 # %% ../../../nbs/core/16_trainers.ipynb #91ed3804
 def sft_examples(tokenizer, conversations: Sequence[Sequence[Message]],
@@ -207,9 +208,13 @@ def informative_groups(rewards: np.ndarray, group_size: int) -> np.ndarray:
     return np.flatnonzero(np.repeat(np.asarray(rewards).reshape(-1, group_size).std(1) > 0, group_size))
 
 def train_grpo(chat: HFChatModel, tasks: Sequence, rollout: Rollout, cfg: GRPOConfig,
-               train_roles: Sequence[str] = ("student",), progress: bool = False) -> list[dict]:
+               train_roles: Sequence[str] = ("student",), progress: bool = False,
+               backend: str = "loop",  # "loop" (this notebook's update) or "trl" (TRL's GRPOTrainer, see below)
+               ) -> list[dict]:
     "GRPO on `chat` (in place) over conversations played by `rollout`; one log row per step."
     if not tasks: raise ValueError("no tasks")
+    if backend not in ("loop", "trl"): raise ValueError(f"backend must be 'loop' or 'trl', got {backend!r}")
+    if backend == "trl": return _grpo_trl(chat, list(tasks), rollout, cfg, train_roles, progress)
     tasks, G = list(tasks), cfg.group_size
     rng = np_rng(cfg.seed, "grpo-problems")
     ref = copy.deepcopy(chat.model).eval() if cfg.kl_coef > 0 else None
@@ -233,6 +238,73 @@ def train_grpo(chat: HFChatModel, tasks: Sequence, rollout: Rollout, cfg: GRPOCo
             sched.step()
             log.append(dict(step=step, reward=float(rewards.mean()), solved=float((rewards > 0).mean()),
                             groups_used=int(keep.size // G), loss=loss, **stats))
+    chat.model.eval()
+    return log
+
+# %% ../../../nbs/core/16_trainers.ipynb #5c2d8e71
+def trl_rollout_fields(tokenizer, played: Sequence[tuple[Sequence[Message], float]], group_size: int,
+                       scale_std: bool = True,  # divide advantages by the group std
+                       train_roles: Sequence[str] = ("student",),
+                       max_len: int = 1024,  # conversations are truncated to this many tokens
+                       ) -> dict:
+    "TRL `rollout_func` fields: ids split before the first trained token, `env_mask` (informative groups), advantages."
+    rewards = np.array([r for _, r in played], dtype=float)
+    adv = group_advantages(rewards, group_size, scale_std)
+    keep = np.zeros(len(played), bool); keep[informative_groups(rewards, group_size)] = True
+    out = {"prompt_ids": [], "completion_ids": [], "logprobs": None, "env_mask": [], "advantage": adv.tolist()}
+    for (conv, _), k in zip(played, keep):
+        ids, roles = encode_roles(tokenizer, conv)
+        ids, mask = ids[:max_len], role_loss_mask(tokenizer, ids, roles, train_roles)[:max_len]
+        cut = mask.index(1) if 1 in mask else len(ids) - 1  # the completion is never empty
+        out["prompt_ids"].append(ids[:cut]); out["completion_ids"].append(ids[cut:])
+        out["env_mask"].append([m * int(k) for m in mask[cut:]])
+    return out
+
+def _trl_args(chat: HFChatModel, cfg: GRPOConfig, out: str, progress: bool):
+    "TRL's `GRPOConfig` for ours (one optimizer step per batch and PPO epoch)."
+    from trl import GRPOConfig as TRLGRPOConfig
+    n = cfg.problems_per_step * cfg.group_size
+    return TRLGRPOConfig(
+        output_dir=out, max_steps=cfg.steps * cfg.ppo_epochs, per_device_train_batch_size=n,
+        num_generations=cfg.group_size, num_iterations=cfg.ppo_epochs, epsilon=cfg.clip_eps, beta=cfg.kl_coef,
+        scale_rewards="none", loss_type="dapo", learning_rate=cfg.lr, lr_scheduler_type="constant_with_warmup",
+        warmup_steps=cfg.warmup * cfg.ppo_epochs, weight_decay=cfg.weight_decay, adam_beta2=0.99,
+        max_grad_norm=cfg.grad_clip, max_completion_length=cfg.max_len, seed=derive_seed(cfg.seed, "grpo-trl"),
+        logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=not progress, log_level="error",
+        use_cpu=chat.device.type == "cpu", dataloader_num_workers=0, fp16=False,
+        bf16=cfg.bf16 == "on" or (cfg.bf16 == "auto" and fast_bf16(chat.device)))
+
+def _grpo_trl(chat: HFChatModel, tasks: list, rollout: Rollout, cfg: GRPOConfig, train_roles: Sequence[str],
+              progress: bool) -> list[dict]:
+    "`train_grpo` through TRL's `GRPOTrainer`: our rollout as its `rollout_func`, our advantages as its reward."
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl import GRPOTrainer
+    if cfg.aux_coef > 0: raise ValueError("backend='trl' has no auxiliary LM loss (aux_coef > 0): use backend='loop'")
+    if cfg.loss_norm != "token": raise ValueError("backend='trl' supports loss_norm='token' only: use backend='loop'")
+    log = []
+    def rollout_func(prompts: list, trainer) -> dict:
+        chat.model.eval()
+        played = rollout(chat, [tasks[int(p)] for p in prompts], derive_seed(cfg.seed, "grpo-rollout", len(log)))
+        chat.model.train()
+        out = trl_rollout_fields(chat.tokenizer, played, cfg.group_size, cfg.scale_std, train_roles, cfg.max_len)
+        r = np.array([x for _, x in played], dtype=float)
+        log.append(dict(step=len(log), reward=float(r.mean()), solved=float((r > 0).mean()),
+                        groups_used=int(sum(map(any, out["env_mask"])) // cfg.group_size)))
+        return out
+    reps = -(-cfg.problems_per_step // len(tasks))  # fewer tasks than problems per step: repeat them
+    ds = Dataset.from_dict({"prompt": [str(i) for i in range(len(tasks))] * reps})
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental in TRL; we pin its use
+    ft = finetuning(chat.model, cfg.lora_rank, cfg.lora_alpha, cfg.freeze_layers)  # it trains what requires grad
+    with tempfile.TemporaryDirectory() as out, ft:
+        trainer = GRPOTrainer(model=chat.model, reward_funcs=lambda completions, advantage, **kw: list(advantage),
+                              args=_trl_args(chat, cfg, out, progress), train_dataset=ds,
+                              processing_class=chat.tokenizer, rollout_func=rollout_func)
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+    losses = [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]
+    for row, i in zip(log, range(0, len(losses), cfg.ppo_epochs)):  # one row per batch, its PPO epochs' mean loss
+        row["loss"] = float(np.mean(losses[i:i + cfg.ppo_epochs]))
     chat.model.eval()
     return log
 
