@@ -107,10 +107,11 @@ class GrowingLayer(DynamicLayer):
         "Make room for `n` more positions (for every row, also when only the first rows are being fed)."
         if self.kbuf is not None and self.length + n <= self.kbuf.shape[2]: return
         cap, rows = max(64, 2 * (self.length + n)), like.shape[0] if self.kbuf is None else self.kbuf.shape[0]
-        kb = like.new_zeros((rows, like.shape[1], cap, like.shape[3]))
-        vb = vlike.new_zeros((rows, vlike.shape[1], cap, vlike.shape[3]))
-        if self.kbuf is not None:
-            kb[:, :, :self.length] = self.kbuf[:, :, :self.length]; vb[:, :, :self.length] = self.vbuf[:, :, :self.length]
+        kb = like.new_empty((rows, like.shape[1], cap, like.shape[3]))
+        vb = vlike.new_empty((rows, vlike.shape[1], cap, vlike.shape[3]))
+        for new, old in ((kb, self.kbuf), (vb, self.vbuf)):  # filled columns copied, the rest zeroed (written once)
+            if old is not None: new[:, :, :self.length] = old[:, :, :self.length]
+            new[:, :, self.length:].zero_()
         self.kbuf, self.vbuf = kb, vb
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
@@ -216,20 +217,18 @@ class KVSession:
         "Append the new tokens (left-padded to one width) of the first len(chunks) rows; logits of the last column."
         B, w, T = len(chunks), max(map(len, chunks)), self.mask.shape[1]
         pad, dev = self.lm.pad_id, self.lm.device
-        ids = torch.full((B, w), pad, dtype=torch.long)
-        m = torch.zeros(self.mask.shape[0], w, dtype=torch.long)  # rows past B get a masked column
-        pos = torch.zeros(B, w, dtype=torch.long)
+        ids, m, pos = [], [], []  # python lists, one tensor each: no per-row tensor ops (a decode step feeds 64 rows)
         for r, c in enumerate(chunks):
-            if not c: continue
-            ok = live is None or live[r]
-            ids[r, w - len(c):] = torch.tensor(c)
-            m[r, w - len(c):] = int(ok)
-            pos[r, w - len(c):] = torch.arange(len(self.tokens[r]), len(self.tokens[r]) + len(c))
-            if ok:
-                self.slots[r] += range(T + w - len(c), T + w)
+            ok, n, gap = live is None or live[r], len(self.tokens[r]), w - len(c)
+            ids.append([pad] * gap + c); m.append([0] * gap + [int(ok)] * len(c))
+            pos.append([0] * gap + list(range(n, n + len(c))))
+            if ok and c:
+                self.slots[r] += range(T + gap, T + w)
                 self.tokens[r] += c
-        self.mask = torch.cat([self.mask, m.to(dev)], 1)
-        out = self.lm.model(input_ids=ids.to(dev), attention_mask=self.mask[:B], position_ids=pos.to(dev),
+        m += [[0] * w] * (self.mask.shape[0] - B)  # rows past B get a masked column
+        self.mask = torch.cat([self.mask, torch.tensor(m, dtype=torch.long, device=dev)], 1)
+        ids, pos = torch.tensor(ids, dtype=torch.long, device=dev), torch.tensor(pos, dtype=torch.long, device=dev)
+        out = self.lm.model(input_ids=ids, attention_mask=self.mask[:B], position_ids=pos,
                             **{self.lm.cache_kw: self.cache}, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1]
 
