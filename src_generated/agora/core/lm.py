@@ -240,7 +240,25 @@ class KVSession:
             if self.slots[r][keep:]: self.mask[r, self.slots[r][keep:]] = 0
             self.tokens[r], self.slots[r] = self.tokens[r][:keep], self.slots[r][:keep]
             chunks.append(ids[keep:])
+        if shared := self._shared_prefix(chunks):
+            self._feed_shared(chunks[0][:shared])
+            chunks = [c[shared:] for c in chunks]
         return self._feed(chunks)
+
+    def _shared_prefix(self, chunks: list[list[int]]) -> int:
+        "Tokens that begin every chunk of a fresh cache (a system prompt, say), leaving each row >= 1 token."
+        if self.mask.shape[1] or len(chunks) <= self.min_rows: return 0
+        return min(min(_lcp(chunks[0], c) for c in chunks), min(map(len, chunks)) - 1)
+
+    def _feed_shared(self, prefix: list[int]) -> None:
+        "Feed a prefix that every row of a fresh cache starts with on `min_rows` rows only, and copy it to the rest."
+        k, rows = self.min_rows, self.mask.shape[0]
+        self._feed([prefix] * k)
+        self.cache.add_rows(rows - k)  # the buffers were made for the k rows fed
+        dev = self.lm.device
+        self.cache.move_rows(torch.arange(k, rows, device=dev), torch.zeros(rows - k, dtype=torch.long, device=dev))
+        self.mask[k:] = self.mask[0]
+        for r in range(k, rows): self.tokens[r], self.slots[r] = list(self.tokens[0]), list(self.slots[0])
 
     @torch.inference_mode()
     def generate(self, keys: Sequence, conversations: Sequence[Sequence[Message]], max_new_tokens: int = 64,
