@@ -9,6 +9,9 @@ import argparse
 import json
 import os
 import random
+import resource
+import subprocess
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -21,13 +24,15 @@ from .cli import ArgParser
 from .dialogue import (DialogueConfig, DidacticEnv, NaiveGenerateStudent, ScriptedTeacher,
                                  printable_suppress_ids)
 from .games import CoinGame, NPlayerGame, PyCoinGame, PyNPlayerGame
-from .lm import KVSession, TinyLM
+from .lm import (HFChatModel, KVSession, TinyLM, autocast, decoder_layers, finetuning, load_chat_model,
+                           masked_lm_loss)
 from .sandbox import run_many
 from .seeding import derive_seed
 from .tasks import Task, sample_tasks
 
 # %% auto #0
-__all__ = ['positive_int', 'positive_ints', 'bench_rollout', 'bench_games', 'bench_sandbox']
+__all__ = ['TRAIN_VARIANTS', 'positive_int', 'positive_ints', 'bench_rollout', 'matmul_peak', 'train_step_flops', 'bench_train',
+           'bench_games', 'bench_sandbox']
 
 # %% ../../../nbs/core/09a_bench.ipynb #6a8fb010
 def _parser(name: str, fn) -> argparse.ArgumentParser:
@@ -58,66 +63,280 @@ def _rollout_rate(env: DidacticEnv, tasks: list[Task], batch: int, tok: PreTrain
             "student_turns_per_episode": round(sum(len(e.student_turns()) for e in eps) / len(eps), 2),
             "loadavg_1m_before": round(load, 2)}
 
-def bench_rollout(argv: list[str]) -> int:
-    "`agora bench rollout`: episodes/s of the engine at several batch sizes vs the naive `generate` loop."
+def _is_path(spec: str) -> bool:
+    "Whether a `--model` value names a directory (rather than a registered name, tinylm:<size> or a hub name)."
+    return spec.startswith(("/", ".", "~")) or Path(spec).exists()
+
+def _student(model: str | None, size: str, seed: int, batch: int) -> HFChatModel:
+    "The rollout student: a fresh TinyLM that writes printable ASCII, or any local `load_chat_model` spec in float32."
+    if model is None or model.startswith("tinylm:"):
+        lm = TinyLM.create(model.split(":", 1)[1] if model else size, seed=seed)
+        # an untrained model samples arbitrary bytes, whose invalid UTF-8 re-tokenises differently next turn; a trained
+        # one writes text, so the student (engine and naive alike) samples printable ASCII or ends its turn
+        return TinyLM(lm.model, lm.tokenizer, batch_size=batch, suppress_ids=printable_suppress_ids(lm.tokenizer))
+    lm = load_chat_model(model, dtype=torch.float32, batch_size=batch)
+    if not isinstance(lm, HFChatModel): raise ValueError("an endpoint has no local engine to benchmark")
+    return lm
+
+def _model_name(model: str | None, size: str) -> str:
+    return f"tinylm-{size}" if model is None else Path(model).name if _is_path(model) else model
+
+# %% ../../../nbs/core/09a_bench.ipynb #5c1e7a20
+def _real_tokens(tok: PreTrainedTokenizerBase, texts: list[str]) -> int:
+    "Tokens of the generated texts, counted the same way for every engine (re-encoded, no special tokens)."
+    return sum(len(tok.encode(t, add_special_tokens=False)) for t in texts)
+
+def _hf_generate(lm: HFChatModel, prompts: list[list[int]], max_new_tokens: int) -> list[str]:
+    "Plain `model.generate` on one left-padded batch, greedy; each row's text up to its end-of-turn token."
+    w = max(map(len, prompts))
+    ids = torch.tensor([[lm.pad_id] * (w - len(p)) + p for p in prompts], device=lm.device)
+    mask = torch.tensor([[0] * (w - len(p)) + [1] * len(p) for p in prompts], device=lm.device)
+    kw = {"suppress_tokens": lm.suppress.tolist()} if lm.suppress is not None else {}
+    g = lm.model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                          eos_token_id=sorted(lm.stop_ids), pad_token_id=lm.pad_id, **kw)
+    out = []
+    for row in g[:, w:].tolist():
+        end = next((i for i, t in enumerate(row) if t in lm.stop_ids), len(row))
+        out.append(lm.tokenizer.decode(row[:end]))
+    return out
+
+@torch.inference_mode()
+def _generate_rates(lm: HFChatModel, convs: list[list[dict]], max_new_tokens: int) -> dict:
+    "Generated tokens/s of one greedy batch: our engine (`lm.generate`) vs plain `model.generate`, same prompts."
+    res, texts = {"batch": len(convs), "max_new_tokens": max_new_tokens, "loadavg_1m_before": round(os.getloadavg()[0], 2)}, {}
+    prompts = [lm.encode(c, "student") for c in convs]
+    for name, fn in (("engine", lambda: lm.generate(convs, max_new_tokens)),
+                     ("hf_generate", lambda: _hf_generate(lm, prompts, max_new_tokens))):
+        t0, c0 = time.perf_counter(), time.process_time()
+        texts[name] = fn()
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+        n = _real_tokens(lm.tokenizer, texts[name])
+        res |= {f"{name}_tokens": n, f"{name}_tokens_per_s": round(n / dt, 1), f"{name}_tokens_per_cpu_s": round(n / cpu, 1)}
+    res["same_text"] = round(sum(a == b for a, b in zip(texts["engine"], texts["hf_generate"])) / len(convs), 3)
+    return res
+
+# %% ../../../nbs/core/09a_bench.ipynb #5c1e7a21
+def _rss_mb() -> float:
+    "This process's resident-set high-water mark (Linux reports KiB, macOS bytes)."
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20 if sys.platform == "darwin" else 1 << 10)
+
+def _in_fresh_process(fn: str, args: dict) -> dict:
+    "`agora.core.bench.<fn>(args)` in a fresh Python process (a memory high-water mark only rises, so each its own)."
+    code = (f"import json, sys; from agora.core.bench import {fn}; "
+            f"print(json.dumps({fn}(json.loads(sys.argv[1]))))")
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True, env=env)
+    if r.returncode: raise RuntimeError(f"{fn} failed: {' '.join(r.stderr.strip().splitlines()[-1:])}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+def _rollout_peak_child(args: dict) -> dict:
+    "In a fresh process: load the student, play one batch of episodes, report how far the memory peak rose."
+    torch.set_num_threads(args["threads"] or torch.get_num_threads())
+    lm = _student(args["model"], args["size"], args["seed"], args["batch"])
+    cfg = DialogueConfig(max_turns=args["turns"], max_new_tokens=args["max_new_tokens"], temperature=1.0)
+    tasks = sample_tasks(args["family"], args["batch"], seed=args["seed"], difficulty=args["difficulty"])
+    cuda = lm.device.type == "cuda"
+    if cuda: torch.cuda.reset_peak_memory_stats(lm.device)
+    before = torch.cuda.max_memory_allocated(lm.device) / 2**20 if cuda else _rss_mb()
+    DidacticEnv(lm, ScriptedTeacher(), cfg).run(tasks, seed=args["seed"])
+    after = torch.cuda.max_memory_allocated(lm.device) / 2**20 if cuda else _rss_mb()
+    return {"memory": "cuda_max_allocated" if cuda else "rss_high_water", "model_mb": round(before, 1),
+            "rollout_peak_mb": round(after, 1), "rollout_extra_mb": round(after - before, 1)}
+
+# %% ../../../nbs/core/09a_bench.ipynb #5c1e7a22
+def _rollout_args(argv: list[str]) -> argparse.Namespace:
+    "Parse `agora bench rollout`'s arguments; the defaults of a pretrained model keep the run to a few minutes."
     p = _parser("rollout", bench_rollout)
-    p.add_argument("--size", default="5m", help="TinyLM size preset")
-    p.add_argument("--model", default=None,
-                   help="a saved model directory to roll out instead (a trained student ends its turns on its own)")
-    p.add_argument("--batches", type=positive_ints, default="1,16,64", help="comma-separated batch sizes")
+    p.add_argument("--size", default="5m", help="TinyLM size preset (when --model is not given)")
+    p.add_argument("--model", default=None, help="any local load_chat_model spec instead: a saved model directory, "
+                   "a registered name (smollm2-135m-instruct) or tinylm:<size>")
+    p.add_argument("--batches", type=positive_ints, default=None,
+                   help="comma-separated batch sizes (default 1,16,64; 64 for a pretrained model)")
     p.add_argument("--episodes", type=positive_int, default=64, help="episodes per batched setting (at least one batch)")
     p.add_argument("--chunks", type=positive_int, default=8, help="at most this many batches per setting")
-    p.add_argument("--naive-episodes", type=positive_int, default=8, help="episodes of the naive loop")
+    p.add_argument("--naive-episodes", type=positive_int, default=None,
+                   help="episodes of the naive loop (default 8; 2 for a pretrained model)")
     p.add_argument("--turns", type=positive_int, default=4, help="student turns per episode")
     p.add_argument("--max-new-tokens", type=positive_int, default=32, help="tokens per student turn")
     p.add_argument("--family", default="arithmetic", help="task family")
     p.add_argument("--difficulty", type=positive_int, default=2, help="task difficulty")
+    p.add_argument("--variants", choices=["auto", "on", "off"], default="auto",
+                   help="also time no cache reuse and feeding every row (auto: for TinyLM only)")
+    p.add_argument("--memory", choices=["on", "off"], default="on",
+                   help="peak memory of one largest batch, measured in a fresh process")
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
+    if a.model and _is_path(a.model) and not Path(a.model, "config.json").expanduser().is_file():
+        p.error(f"--model {a.model!r}: not a directory with a saved model")
+    pretrained = a.model is not None and not a.model.startswith("tinylm:") and not _is_path(a.model)
+    a.batches = a.batches or ([64] if pretrained else [1, 16, 64])
+    a.naive_episodes = a.naive_episodes or (2 if pretrained else 8)
+    a.variants = a.variants == "on" or (a.variants == "auto" and not pretrained)
+    try: a.lm = _student(a.model, a.size, a.seed, max(64, *a.batches))
+    except (ValueError, OSError, ModuleNotFoundError) as e: p.error(f"--model {a.model!r}: {str(e).splitlines()[0]}")
+    return a
+
+def bench_rollout(argv: list[str]) -> int:
+    "`agora bench rollout`: episodes/s of the engine at several batch sizes vs the naive `generate` loop."
+    a = _rollout_args(argv)
     if a.threads: torch.set_num_threads(a.threads)
-    batches = a.batches
-    if a.model:
-        if not Path(a.model, "config.json").is_file(): p.error(f"--model {a.model!r}: not a directory with a saved model")
-        lm = TinyLM.from_pretrained(a.model, dtype="float32", batch_size=max(64, *batches))
-    else:
-        lm = TinyLM.create(a.size, seed=a.seed)
-        # an untrained model samples arbitrary bytes, whose invalid UTF-8 re-tokenises differently next turn; a trained
-        # one writes text, so the student (engine and naive alike) samples printable ASCII or ends its turn
-        lm = TinyLM(lm.model, lm.tokenizer, batch_size=max(64, *batches),
-                    suppress_ids=printable_suppress_ids(lm.tokenizer))
+    lm, batches = a.lm, a.batches
     cfg = DialogueConfig(max_turns=a.turns, max_new_tokens=a.max_new_tokens, temperature=1.0)
     n_max = max(max(b, min(a.episodes, b * a.chunks)) for b in batches)
     tasks = sample_tasks(a.family, max(n_max, a.naive_episodes), seed=a.seed, difficulty=a.difficulty)
-    common = {"bench": "rollout", "model": Path(a.model).name if a.model else f"tinylm-{a.size}", "params": lm.n_params,
+    common = {"bench": "rollout", "model": _model_name(a.model, a.size), "params": lm.n_params,
               "turns": a.turns, "max_new_tokens": a.max_new_tokens, "threads": torch.get_num_threads()}
+    show = lambda setting, batch, r: print(json.dumps({**common, "setting": setting, "batch": batch, **r}), flush=True)
     engine = DidacticEnv(lm, ScriptedTeacher(), cfg)
     engine.run(tasks[:2], seed=a.seed)  # warm-up
     naive = _rollout_rate(DidacticEnv(NaiveGenerateStudent(lm), ScriptedTeacher(), cfg),
                           tasks[:a.naive_episodes], 1, lm.tokenizer, a.seed)
-    print(json.dumps({**common, "setting": "naive-generate", "batch": 1, **naive}), flush=True)
+    show("naive-generate", 1, naive)
     rates = {}
     for b in batches:
         r = _rollout_rate(engine, tasks[:max(b, min(a.episodes, b * a.chunks))], b, lm.tokenizer, a.seed)
         rates[b] = (r["episodes_per_s"], r["episodes_per_cpu_s"])
-        print(json.dumps({**common, "setting": "engine", "batch": b, **r}), flush=True)
+        show("engine", b, r)
     b = max(batches)
-    largest = tasks[:max(b, min(a.episodes, b * a.chunks))]  # the largest batch's episodes, for the variants below
+    wall, cpu = naive["episodes_per_s"], naive["episodes_per_cpu_s"]
+    ratio = {"bench": "rollout", "setting": "ratio", "naive_episodes_per_s": wall,
+             **{f"engine_b{k}_over_naive": round(v[0] / wall, 2) for k, v in rates.items()},
+             **{f"engine_b{k}_over_naive_cpu": round(v[1] / cpu, 2) for k, v in rates.items()}}
+    if a.variants: ratio |= _rollout_variants(a, lm, cfg, tasks[:max(b, min(a.episodes, b * a.chunks))], b, rates[b], naive, show)
+    convs = [engine._open(t).messages() for t in tasks[:b]]
+    g = _generate_rates(lm, convs, a.max_new_tokens)
+    print(json.dumps({**common, "setting": "generate-vs-hf", **g}), flush=True)
+    ratio[f"engine_over_hf_generate_b{b}_tokens_per_s"] = round(g["engine_tokens_per_s"] / g["hf_generate_tokens_per_s"], 2)
+    ratio[f"engine_over_hf_generate_b{b}_tokens_per_cpu_s"] = round(
+        g["engine_tokens_per_cpu_s"] / g["hf_generate_tokens_per_cpu_s"], 2)
+    if a.memory == "on":
+        keys = ("model", "size", "seed", "turns", "max_new_tokens", "family", "difficulty", "threads")
+        m = _in_fresh_process("_rollout_peak_child", {**{k: getattr(a, k) for k in keys}, "batch": b})
+        print(json.dumps({**common, "setting": "memory", "batch": b, **m}), flush=True)
+        ratio[f"rollout_b{b}_peak_mb"] = m["rollout_peak_mb"]
+    print(json.dumps(ratio))
+    return 0
+
+def _rollout_variants(a, lm: HFChatModel, cfg: DialogueConfig, largest: list[Task], b: int, rate: tuple,
+                      naive: dict, show) -> dict:
+    "Time the largest batch without cache reuse across turns, and feeding every row to the end of each turn."
     nore = DidacticEnv(lm, ScriptedTeacher(), DialogueConfig(**{**asdict(cfg), "reuse_cache": False}))
     r = _rollout_rate(nore, largest, b, lm.tokenizer, a.seed)
-    print(json.dumps({**common, "setting": "engine-no-cache-reuse", "batch": b, **r}), flush=True)
+    show("engine-no-cache-reuse", b, r)
     with mock.patch.object(KVSession, "min_rows", 1 << 30):  # rows that finished their turn are fed to its end
-        every = _rollout_rate(engine, largest, b, lm.tokenizer, a.seed)
-    print(json.dumps({**common, "setting": "engine-feed-every-row", "batch": b, **every}), flush=True)
+        every = _rollout_rate(DidacticEnv(lm, ScriptedTeacher(), cfg), largest, b, lm.tokenizer, a.seed)
+    show("engine-feed-every-row", b, every)
     # wall-clock ratios, and CPU-time ratios (steadier when other processes share the cores)
-    wall, cpu = naive["episodes_per_s"], naive["episodes_per_cpu_s"]
-    print(json.dumps({"bench": "rollout", "setting": "ratio", "naive_episodes_per_s": wall,
-                      **{f"engine_b{k}_over_naive": round(v[0] / wall, 2) for k, v in rates.items()},
-                      f"no_reuse_b{b}_over_naive": round(r["episodes_per_s"] / wall, 2),
-                      **{f"engine_b{k}_over_naive_cpu": round(v[1] / cpu, 2) for k, v in rates.items()},
-                      f"no_reuse_b{b}_over_naive_cpu": round(r["episodes_per_cpu_s"] / cpu, 2),
-                      f"engine_b{b}_over_feed_every_row_cpu": round(rates[b][1] / every["episodes_per_cpu_s"], 2)}))
+    return {f"no_reuse_b{b}_over_naive": round(r["episodes_per_s"] / naive["episodes_per_s"], 2),
+            f"no_reuse_b{b}_over_naive_cpu": round(r["episodes_per_cpu_s"] / naive["episodes_per_cpu_s"], 2),
+            f"engine_b{b}_over_feed_every_row_cpu": round(rate[1] / every["episodes_per_cpu_s"], 2)}
+
+# %% ../../../nbs/core/09a_bench.ipynb #7a1e0002
+def matmul_peak(dtype: torch.dtype, device: str = "cpu", n: int = 2048, reps: int = 3) -> float:
+    "FLOP/s of this machine's fastest of `reps` n x n by n x n matmuls in `dtype` (2 n^3 FLOP each)."
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    a @ b; sync()  # warm-up
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter(); a @ b; sync()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best
+
+def train_step_flops(model: torch.nn.Module, tokens: int, lowest_trained: int) -> int:
+    """FLOPs of one training step on `tokens` tokens: 2*N*T (forward) + 2*N_above*T (gradients of activations, from the
+    top down to the lowest trained decoder layer) + 2*N_train*T (gradients of the trained weights); N counts every
+    parameter (LoRA adapters included), N_above leaves out the decoder layers below `lowest_trained`, N_train the
+    trained ones. Full finetuning: 6*N*T. Attention scores (QK^T, AV) are not counted, as in 6*N*T."""
+    n = sum(p.numel() for p in model.parameters())
+    below = sum(p.numel() for layer in decoder_layers(model)[:lowest_trained] for p in layer.parameters())
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return 2 * n * tokens + 2 * (n - below) * tokens + 2 * trained * tokens
+
+# %% ../../../nbs/core/09a_bench.ipynb #7a1e0003
+TRAIN_VARIANTS = {"full": dict(), "lora": dict(lora_rank=16), "frozen-lower": dict(freeze_layers=-1)}  # -1: half
+
+def _train_child(args: dict) -> dict:
+    "In a fresh process: time `steps` training steps (after `warmup`) of one variant; tokens/s, FLOPs, peak memory."
+    torch.set_num_threads(args["threads"] or torch.get_num_threads())
+    model = load_chat_model(args["model"], dtype=torch.float32).model
+    dev, n_layers = model.device, len(decoder_layers(model))
+    kw = {k: (n_layers // 2 if v == -1 else v) for k, v in TRAIN_VARIANTS[args["variant"]].items()}
+    g = torch.Generator().manual_seed(args["seed"])
+    ids = torch.randint(0, model.config.vocab_size, (args["batch"], args["seq_len"]), generator=g).to(dev)
+    ones = torch.ones_like(ids)
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    base = _rss_mb()
+    with finetuning(model, **kw) as params:
+        opt = torch.optim.AdamW(params, lr=1e-5)
+        model.train()
+        for i in range(args["warmup"] + args["steps"]):
+            if i == args["warmup"]: sync(); t0, c0 = time.perf_counter(), time.process_time()
+            with autocast(dev, args["bf16"]): loss = masked_lm_loss(model, ids, ones, ones)
+            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+        sync(); dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+        flops = train_step_flops(model, ids.numel(), kw.get("freeze_layers", 0)) * args["steps"]
+        n_train = sum(p.numel() for p in params)
+    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else _rss_mb()
+    return {"trainable_params": n_train, "tokens_per_s": round(ids.numel() * args["steps"] / dt, 1),
+            "tokens_per_cpu_s": round(ids.numel() * args["steps"] / cpu, 1), "step_seconds": round(dt / args["steps"], 2),
+            "achieved_flops": round(flops / dt), "peak_mb": round(peak, 1), "step_extra_mb": round(peak - base, 1),
+            "memory": "cuda_max_allocated" if cuda else "rss_high_water", "loss": round(loss.item(), 3)}
+
+# %% ../../../nbs/core/09a_bench.ipynb #7a1e0004
+def bench_train(argv: list[str]) -> int:
+    "`agora bench train`: training throughput and peak memory of full, LoRA and frozen-lower finetuning, fp32 and bf16."
+    p = _parser("train", bench_train)
+    p.add_argument("--model", default="smollm2-135m-instruct", help="a local load_chat_model spec")
+    p.add_argument("--batch", type=positive_int, default=8, help="sequences per step")
+    p.add_argument("--seq-len", type=positive_int, default=256, help="tokens per sequence")
+    p.add_argument("--steps", type=positive_int, default=2, help="timed steps per variant")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    p.add_argument("--variants", default="full,lora,frozen-lower", help=f"comma-separated, of {', '.join(TRAIN_VARIANTS)}")
+    p.add_argument("--dtypes", default="fp32,bf16", help="comma-separated, of fp32 and bf16 (autocast)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    variants, dtypes = a.variants.split(","), a.dtypes.split(",")
+    if bad := [v for v in variants if v not in TRAIN_VARIANTS]: p.error(f"--variants: unknown {bad[0]!r}")
+    if bad := [d for d in dtypes if d not in ("fp32", "bf16")]: p.error(f"--dtypes: unknown {bad[0]!r}")
+    if a.warmup < 0: p.error(f"argument --warmup: must be >= 0, got {a.warmup}")
+    try: model = load_chat_model(a.model, dtype=torch.float32)
+    except (ValueError, OSError, ModuleNotFoundError) as e: p.error(f"--model {a.model!r}: {str(e).splitlines()[0]}")
+    if not isinstance(model, HFChatModel): p.error(f"--model {a.model!r}: an endpoint cannot be trained here")
+    if a.threads: torch.set_num_threads(a.threads)
+    dev, n = str(model.device), model.n_params
+    del model
+    peaks = {d: matmul_peak(torch.float32 if d == "fp32" else torch.bfloat16, dev) for d in dtypes}
+    common = {"bench": "train", "model": _model_name(a.model, ""), "params": n, "batch": a.batch, "seq_len": a.seq_len,
+              "threads": torch.get_num_threads(), "device": dev}
+    rows = {}
+    for v in variants:
+        for d in dtypes:
+            load = round(os.getloadavg()[0], 2)
+            r = _in_fresh_process("_train_child", {"model": a.model, "variant": v, "bf16": "on" if d == "bf16" else "off",
+                                                  **{k: getattr(a, k) for k in ("batch", "seq_len", "steps", "warmup", "threads", "seed")}})
+            r |= {"peak_flops": round(peaks[d]), "peak_fraction": round(r["achieved_flops"] / peaks[d], 3),
+                  "loadavg_1m_before": load}
+            rows[v, d] = r
+            print(json.dumps({**common, "setting": v, "dtype": d, **r}), flush=True)
+    print(json.dumps(_train_summary(rows, peaks)))
     return 0
+
+def _train_summary(rows: dict, peaks: dict) -> dict:
+    "The closing line: matmul peaks, each variant's peak fraction, and tokens/s relative to full finetuning."
+    out = {"bench": "train", "setting": "ratio", **{f"{d}_matmul_peak_gflops": round(f / 1e9, 1) for d, f in peaks.items()}}
+    for (v, d), r in rows.items():
+        out[f"{v}_{d}_peak_fraction"] = r["peak_fraction"]
+        if ("full", d) in rows and v != "full":
+            out[f"{v}_over_full_{d}_tokens_per_s"] = round(r["tokens_per_s"] / rows["full", d]["tokens_per_s"], 2)
+    for v in {v for v, _ in rows}:
+        if (v, "fp32") in rows and (v, "bf16") in rows:
+            out[f"{v}_bf16_over_fp32_tokens_per_s"] = round(rows[v, "bf16"]["tokens_per_s"] / rows[v, "fp32"]["tokens_per_s"], 2)
+    return out
 
 # %% ../../../nbs/core/09a_bench.ipynb #9534e3c2
 def _rate(fn, n_steps: int, n_envs: int) -> float:
