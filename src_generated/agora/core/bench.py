@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -116,10 +117,17 @@ def _generate_rates(lm: HFChatModel, convs: list[list[dict]], max_new_tokens: in
     return res
 
 # %% ../../../nbs/core/09a_bench.ipynb #5c1e7a21
-def _rss_mb() -> float:
-    "This process's resident-set high-water mark (Linux reports KiB, macOS bytes)."
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def _rss_mb(field: str = "VmHWM") -> float:
+    "This process's resident memory (`VmRSS`) or its high-water mark since `_reset_peak` (`VmHWM`); else ru_maxrss."
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"): return int(line.split()[1]) / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # not Linux: the peak since the process started
     return peak / (1 << 20 if sys.platform == "darwin" else 1 << 10)
+
+def _reset_peak() -> None:
+    "Start a new high-water mark at the current resident memory (Linux; loading a model peaks above what it keeps)."
+    with contextlib.suppress(OSError): Path("/proc/self/clear_refs").write_text("5")
 
 def _in_fresh_process(fn: str, args: dict) -> dict:
     "`agora.core.bench.<fn>(args)` in a fresh Python process (a memory high-water mark only rises, so each its own)."
@@ -138,7 +146,8 @@ def _rollout_peak_child(args: dict) -> dict:
     tasks = sample_tasks(args["family"], args["batch"], seed=args["seed"], difficulty=args["difficulty"])
     cuda = lm.device.type == "cuda"
     if cuda: torch.cuda.reset_peak_memory_stats(lm.device)
-    before = torch.cuda.max_memory_allocated(lm.device) / 2**20 if cuda else _rss_mb()
+    else: _reset_peak()
+    before = torch.cuda.max_memory_allocated(lm.device) / 2**20 if cuda else _rss_mb("VmRSS")
     DidacticEnv(lm, ScriptedTeacher(), cfg).run(tasks, seed=args["seed"])
     after = torch.cuda.max_memory_allocated(lm.device) / 2**20 if cuda else _rss_mb()
     return {"memory": "cuda_max_allocated" if cuda else "rss_high_water", "model_mb": round(before, 1),
@@ -269,7 +278,8 @@ def _train_child(args: dict) -> dict:
     ones = torch.ones_like(ids)
     cuda = dev.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    base = _rss_mb()
+    torch.cuda.reset_peak_memory_stats(dev) if cuda else _reset_peak()
+    base = torch.cuda.memory_allocated(dev) / 2**20 if cuda else _rss_mb("VmRSS")
     with finetuning(model, **kw) as params:
         opt = torch.optim.AdamW(params, lr=1e-5)
         model.train()

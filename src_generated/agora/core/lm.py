@@ -106,7 +106,9 @@ class GrowingLayer(DynamicLayer):
     def _reserve(self, like: torch.Tensor, vlike: torch.Tensor, n: int) -> None:
         "Make room for `n` more positions (for every row, also when only the first rows are being fed)."
         if self.kbuf is not None and self.length + n <= self.kbuf.shape[2]: return
-        cap, rows = max(64, 2 * (self.length + n)), like.shape[0] if self.kbuf is None else self.kbuf.shape[0]
+        spare = getattr(self, "spare", None)  # positions still to come, when the caller knows (see `GrowingCache.expect`)
+        cap = self.length + n + spare if spare is not None else max(64, 2 * (self.length + n))
+        rows = like.shape[0] if self.kbuf is None else self.kbuf.shape[0]
         kb = like.new_empty((rows, like.shape[1], cap, like.shape[3]))
         vb = vlike.new_empty((rows, vlike.shape[1], cap, vlike.shape[3]))
         for new, old in ((kb, self.kbuf), (vb, self.vbuf)):  # filled columns copied, the rest zeroed (written once)
@@ -159,6 +161,10 @@ class GrowingCache(Cache):
     def add_rows(self, n: int) -> None:
         "Append `n` empty rows."
         for layer in self.layers: layer.add_rows(n)
+
+    def expect(self, n: int) -> None:
+        "Grow by what is fed plus `n` positions at a time (a turn's token budget) rather than doubling the capacity."
+        for layer in self.layers: layer.spare = n
 
     def move_rows(self, dst: torch.Tensor, src: torch.Tensor, swap: bool = False) -> None:
         "Copy rows `src` onto rows `dst` in every layer, or exchange them."
@@ -279,6 +285,7 @@ class KVSession:
             full[where[:fed]] = part
             return full
 
+        self.cache.expect(max_new_tokens)  # one allocation per turn, sized to it (doubling held up to 4x the cache)
         logits = in_order(self._prefill([lm.encode(conversations[r], role) for r in rows]))
         gen = torch.Generator(device=lm.device).manual_seed(int(seed))
         out, alive = [[] for _ in conversations], [True] * B
