@@ -106,11 +106,14 @@ class GrowingLayer(DynamicLayer):
     def _reserve(self, like: torch.Tensor, vlike: torch.Tensor, n: int) -> None:
         "Make room for `n` more positions (for every row, also when only the first rows are being fed)."
         if self.kbuf is not None and self.length + n <= self.kbuf.shape[2]: return
-        cap, rows = max(64, 2 * (self.length + n)), like.shape[0] if self.kbuf is None else self.kbuf.shape[0]
-        kb = like.new_zeros((rows, like.shape[1], cap, like.shape[3]))
-        vb = vlike.new_zeros((rows, vlike.shape[1], cap, vlike.shape[3]))
-        if self.kbuf is not None:
-            kb[:, :, :self.length] = self.kbuf[:, :, :self.length]; vb[:, :, :self.length] = self.vbuf[:, :, :self.length]
+        spare = getattr(self, "spare", None)  # positions still to come, when the caller knows (see `GrowingCache.expect`)
+        cap = self.length + n + spare if spare is not None else max(64, 2 * (self.length + n))
+        rows = like.shape[0] if self.kbuf is None else self.kbuf.shape[0]
+        kb = like.new_empty((rows, like.shape[1], cap, like.shape[3]))
+        vb = vlike.new_empty((rows, vlike.shape[1], cap, vlike.shape[3]))
+        for new, old in ((kb, self.kbuf), (vb, self.vbuf)):  # filled columns copied, the rest zeroed (written once)
+            if old is not None: new[:, :, :self.length] = old[:, :, :self.length]
+            new[:, :, self.length:].zero_()
         self.kbuf, self.vbuf = kb, vb
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
@@ -158,6 +161,10 @@ class GrowingCache(Cache):
     def add_rows(self, n: int) -> None:
         "Append `n` empty rows."
         for layer in self.layers: layer.add_rows(n)
+
+    def expect(self, n: int) -> None:
+        "Grow by what is fed plus `n` positions at a time (a turn's token budget) rather than doubling the capacity."
+        for layer in self.layers: layer.spare = n
 
     def move_rows(self, dst: torch.Tensor, src: torch.Tensor, swap: bool = False) -> None:
         "Copy rows `src` onto rows `dst` in every layer, or exchange them."
@@ -216,20 +223,18 @@ class KVSession:
         "Append the new tokens (left-padded to one width) of the first len(chunks) rows; logits of the last column."
         B, w, T = len(chunks), max(map(len, chunks)), self.mask.shape[1]
         pad, dev = self.lm.pad_id, self.lm.device
-        ids = torch.full((B, w), pad, dtype=torch.long)
-        m = torch.zeros(self.mask.shape[0], w, dtype=torch.long)  # rows past B get a masked column
-        pos = torch.zeros(B, w, dtype=torch.long)
+        ids, m, pos = [], [], []  # python lists, one tensor each: no per-row tensor ops (a decode step feeds 64 rows)
         for r, c in enumerate(chunks):
-            if not c: continue
-            ok = live is None or live[r]
-            ids[r, w - len(c):] = torch.tensor(c)
-            m[r, w - len(c):] = int(ok)
-            pos[r, w - len(c):] = torch.arange(len(self.tokens[r]), len(self.tokens[r]) + len(c))
-            if ok:
-                self.slots[r] += range(T + w - len(c), T + w)
+            ok, n, gap = live is None or live[r], len(self.tokens[r]), w - len(c)
+            ids.append([pad] * gap + c); m.append([0] * gap + [int(ok)] * len(c))
+            pos.append([0] * gap + list(range(n, n + len(c))))
+            if ok and c:
+                self.slots[r] += range(T + gap, T + w)
                 self.tokens[r] += c
-        self.mask = torch.cat([self.mask, m.to(dev)], 1)
-        out = self.lm.model(input_ids=ids.to(dev), attention_mask=self.mask[:B], position_ids=pos.to(dev),
+        m += [[0] * w] * (self.mask.shape[0] - B)  # rows past B get a masked column
+        self.mask = torch.cat([self.mask, torch.tensor(m, dtype=torch.long, device=dev)], 1)
+        ids, pos = torch.tensor(ids, dtype=torch.long, device=dev), torch.tensor(pos, dtype=torch.long, device=dev)
+        out = self.lm.model(input_ids=ids, attention_mask=self.mask[:B], position_ids=pos,
                             **{self.lm.cache_kw: self.cache}, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1]
 
@@ -241,7 +246,25 @@ class KVSession:
             if self.slots[r][keep:]: self.mask[r, self.slots[r][keep:]] = 0
             self.tokens[r], self.slots[r] = self.tokens[r][:keep], self.slots[r][:keep]
             chunks.append(ids[keep:])
+        if shared := self._shared_prefix(chunks):
+            self._feed_shared(chunks[0][:shared])
+            chunks = [c[shared:] for c in chunks]
         return self._feed(chunks)
+
+    def _shared_prefix(self, chunks: list[list[int]]) -> int:
+        "Tokens that begin every chunk of a fresh cache (a system prompt, say), leaving each row >= 1 token."
+        if self.mask.shape[1] or len(chunks) <= self.min_rows: return 0
+        return min(min(_lcp(chunks[0], c) for c in chunks), min(map(len, chunks)) - 1)
+
+    def _feed_shared(self, prefix: list[int]) -> None:
+        "Feed a prefix that every row of a fresh cache starts with on `min_rows` rows only, and copy it to the rest."
+        k, rows = self.min_rows, self.mask.shape[0]
+        self._feed([prefix] * k)
+        self.cache.add_rows(rows - k)  # the buffers were made for the k rows fed
+        dev = self.lm.device
+        self.cache.move_rows(torch.arange(k, rows, device=dev), torch.zeros(rows - k, dtype=torch.long, device=dev))
+        self.mask[k:] = self.mask[0]
+        for r in range(k, rows): self.tokens[r], self.slots[r] = list(self.tokens[0]), list(self.slots[0])
 
     @torch.inference_mode()
     def generate(self, keys: Sequence, conversations: Sequence[Sequence[Message]], max_new_tokens: int = 64,
@@ -262,6 +285,7 @@ class KVSession:
             full[where[:fed]] = part
             return full
 
+        self.cache.expect(max_new_tokens)  # one allocation per turn, sized to it (doubling held up to 4x the cache)
         logits = in_order(self._prefill([lm.encode(conversations[r], role) for r in rows]))
         gen = torch.Generator(device=lm.device).manual_seed(int(seed))
         out, alive = [[] for _ in conversations], [True] * B
