@@ -373,6 +373,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'agora.core.lm._pad_right': ('core/lm.html#_pad_right', 'agora/core/lm.py'),
                                'agora.core.lm._sequence_logprobs': ('core/lm.html#_sequence_logprobs', 'agora/core/lm.py'),
                                'agora.core.lm.autocast': ('core/lm.html#autocast', 'agora/core/lm.py'),
+                               'agora.core.lm.bf16_on': ('core/lm.html#bf16_on', 'agora/core/lm.py'),
                                'agora.core.lm.cached_model_dir': ('core/lm.html#cached_model_dir', 'agora/core/lm.py'),
                                'agora.core.lm.chat_example': ('core/lm.html#chat_example', 'agora/core/lm.py'),
                                'agora.core.lm.decoder_layers': ('core/lm.html#decoder_layers', 'agora/core/lm.py'),

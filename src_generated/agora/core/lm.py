@@ -35,10 +35,10 @@ from .tokenizer import (SPECIAL_TOKENS, Message, build_tokenizer, encode_chat, e
 
 # %% auto #0
 __all__ = ['LM_SIZES', 'PRETRAINED', 'MODELS_ENV', 'LMExample', 'ChatModel', 'LMSize', 'lm_config', 'n_params', 'sample_next',
-           'GrowingLayer', 'GrowingCache', 'KVSession', 'default_device', 'HFChatModel', 'token_logprobs', 'TinyLM',
-           'PretrainedCard', 'models_dir', 'install_hint', 'gguf_path', 'cached_model_dir', 'is_cached', 'materialize',
-           'load_chat_model', 'fast_bf16', 'models_table', 'chat_example', 'masked_lm_loss', 'TrainConfig', 'train_lm',
-           'decoder_layers', 'finetuning', 'autocast']
+           'GrowingLayer', 'GrowingCache', 'KVSession', 'fast_bf16', 'bf16_on', 'autocast', 'default_device',
+           'HFChatModel', 'token_logprobs', 'TinyLM', 'PretrainedCard', 'models_dir', 'install_hint', 'gguf_path',
+           'cached_model_dir', 'is_cached', 'materialize', 'load_chat_model', 'models_table', 'chat_example',
+           'masked_lm_loss', 'TrainConfig', 'train_lm', 'decoder_layers', 'finetuning']
 
 # %% ../../../nbs/core/11_lm.ipynb #7da44886
 @runtime_checkable
@@ -234,8 +234,9 @@ class KVSession:
         m += [[0] * w] * (self.mask.shape[0] - B)  # rows past B get a masked column
         self.mask = torch.cat([self.mask, torch.tensor(m, dtype=torch.long, device=dev)], 1)
         ids, pos = torch.tensor(ids, dtype=torch.long, device=dev), torch.tensor(pos, dtype=torch.long, device=dev)
-        out = self.lm.model(input_ids=ids, attention_mask=self.mask[:B], position_ids=pos,
-                            **{self.lm.cache_kw: self.cache}, use_cache=True, logits_to_keep=1)
+        with autocast(dev, self.lm.bf16):
+            out = self.lm.model(input_ids=ids, attention_mask=self.mask[:B], position_ids=pos,
+                                **{self.lm.cache_kw: self.cache}, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1]
 
     def _prefill(self, prompts: list[list[int]]) -> torch.Tensor:
@@ -311,6 +312,27 @@ class KVSession:
             logits = in_order(self._feed([[nxt[r]] for r in rows[:fed]], live=[alive[r] for r in rows[:fed]]))
         return [_cut_at_stop(lm.tokenizer.decode(o), stop)[0] for o in out]
 
+# %% ../../../nbs/core/11_lm.ipynb #da8a76ab
+def fast_bf16(device: str | torch.device = "cpu") -> bool:
+    "Whether bf16 matmuls are fast on `device`: a GPU that supports them, or a CPU with AVX512-BF16 or AMX."
+    dev = torch.device(device)
+    if dev.type == "cuda": return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if dev.type != "cpu": return False
+    try: flags = Path("/proc/cpuinfo").read_text()
+    except OSError: return False  # not Linux: assume not (an emulated bf16 matmul is slower than float32)
+    return re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
+
+def bf16_on(device: torch.device | str, bf16: str = "auto") -> bool:
+    "Whether to autocast in bf16: 'on', 'off', or 'auto' = on a GPU with bf16; a CPU only with 'on' (see Cheap finetuning)."
+    if bf16 not in ("auto", "on", "off"): raise ValueError(f"bf16 must be 'auto', 'on' or 'off', got {bf16!r}")
+    dev = torch.device(device)
+    return bf16 == "on" or (bf16 == "auto" and dev.type == "cuda" and fast_bf16(dev))
+
+def autocast(device: torch.device | str, bf16: str = "auto") -> torch.autocast:
+    "bf16 autocast on `device` when `bf16_on(device, bf16)`; else a no-op."
+    dev = torch.device(device)
+    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16_on(dev, bf16))
+
 # %% ../../../nbs/core/11_lm.ipynb #11879038
 def default_device() -> str:
     "Where models go by default: `cuda` when a GPU is present, else `cpu`."
@@ -319,8 +341,11 @@ def default_device() -> str:
 class HFChatModel:
     "The chat interface over a local `transformers` causal LM."
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 64,
-                 suppress_ids: Sequence[int] | None = None):  # token ids never sampled
+                 suppress_ids: Sequence[int] | None = None,  # token ids never sampled
+                 bf16: str = "auto"):  # bf16 autocast of sampling and scoring ("auto": on a GPU with bf16)
         self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
+        bf16_on(model.device, bf16)  # a bad value fails here, not at the first forward pass
+        self.bf16 = bf16
         self.suppress = torch.tensor(sorted(suppress_ids), dtype=torch.long) if suppress_ids else None
         self.ours = has_role_tokens(tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -392,7 +417,9 @@ class HFChatModel:
             seqs.append(full); starts.append(len(prefix))
         out = []
         for i in range(0, len(seqs), self.batch_size):
-            out += _sequence_logprobs(self.model, seqs[i:i + self.batch_size], starts[i:i + self.batch_size], self.pad_id)
+            with autocast(self.device, self.bf16):
+                out += _sequence_logprobs(self.model, seqs[i:i + self.batch_size], starts[i:i + self.batch_size],
+                                          self.pad_id)
         return out
 
 def _sequence_logprobs(model: PreTrainedModel, seqs: list[list[int]], starts: list[int], pad_id: int) -> list[float]:
@@ -507,7 +534,7 @@ def materialize(name: str) -> Path:
 # %% ../../../nbs/core/11_lm.ipynb #464ea60a
 def load_chat_model(spec: str | Path,  # a registered name, tinylm:<size>, a directory, a hub name, or an endpoint URL
                     device: str | None = None,  # default: cuda when present, else cpu
-                    dtype: str | torch.dtype | None = None,  # default: bf16 on a GPU that has it, else float32
+                    dtype: str | torch.dtype | None = None,  # default float32 (on a GPU, forward passes autocast to bf16)
                     **kw,  # passed to the model class (e.g. batch_size, seed for tinylm, model= for an endpoint)
                     ) -> ChatModel:
     "Any chat model a paper can use, by one spec (see the table above)."
@@ -518,7 +545,7 @@ def load_chat_model(spec: str | Path,  # a registered name, tinylm:<size>, a dir
         from agora.core.endpoint import EndpointChatModel
         return EndpointChatModel(spec, **kw)
     device = device or default_device()
-    if dtype is None: dtype = torch.bfloat16 if device.startswith("cuda") and fast_bf16(device) else torch.float32
+    if dtype is None: dtype = torch.float32  # master weights: a bf16 weight rounds a small update away
     if isinstance(dtype, str) and dtype != "auto": dtype = getattr(torch, dtype)
     if spec.startswith("tinylm:"):
         size = spec.split(":", 1)[1]
@@ -537,15 +564,6 @@ def load_chat_model(spec: str | Path,  # a registered name, tinylm:<size>, a dir
         raise ValueError(f"cannot load model {spec!r}: it is not a registered name ({', '.join(PRETRAINED)}), "
                          "tinylm:<size>, an http(s) endpoint, a model directory, or a hub name that loads here "
                          f"({why})") from None
-
-def fast_bf16(device: str | torch.device = "cpu") -> bool:
-    "Whether bf16 matmuls are fast on `device`: a GPU that supports them, or a CPU with AVX512-BF16 or AMX."
-    dev = torch.device(device)
-    if dev.type == "cuda": return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if dev.type != "cpu": return False
-    try: flags = Path("/proc/cpuinfo").read_text()
-    except OSError: return False  # not Linux: assume not (an emulated bf16 matmul is slower than float32)
-    return re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
 
 def models_table() -> list[dict]:
     "One row per registered model: name, parameters, source, whether its package is installed and its copy cached."
@@ -590,7 +608,7 @@ class TrainConfig:
     lora_rank: int = 0  # > 0: train LoRA adapters of this rank (peft) on every decoder projection, merged in after
     lora_alpha: int = 0  # LoRA scale numerator (0: twice the rank)
     freeze_layers: int = 0  # keep the embeddings and the lowest this many decoder layers fixed
-    bf16: str = "auto"  # bf16 autocast: "auto" (where bf16 is fast: see `fast_bf16`), "on" or "off"
+    bf16: str = "auto"  # bf16 autocast: "auto" (on a GPU with bf16), "on" (also on a CPU) or "off"
 
 def _batches(lengths: np.ndarray, cfg: TrainConfig, rng: np.random.Generator):
     "Index batches, forever: random, or (`group_by_length` = k > 1) k random batches regrouped by length."
@@ -668,10 +686,3 @@ def finetuning(model: PreTrainedModel, lora_rank: int = 0, lora_alpha: int = 0,
     finally:
         if peft_model is not None: peft_model.merge_and_unload()  # plain modules again, the update merged in
         for n, p in model.named_parameters(): p.requires_grad_(before.get(n, True))
-
-def autocast(device: torch.device | str, bf16: str = "auto") -> torch.autocast:
-    "bf16 autocast on `device` when `bf16` is 'on', or 'auto' and bf16 is fast there; else a no-op."
-    if bf16 not in ("auto", "on", "off"): raise ValueError(f"bf16 must be 'auto', 'on' or 'off', got {bf16!r}")
-    dev = torch.device(device)
-    on = bf16 == "on" or (bf16 == "auto" and fast_bf16(dev))
-    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=on)

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from .dialogue import DialogueConfig, DidacticEnv, Teacher
-from .lm import (HFChatModel, LMExample, TrainConfig, _pad_right, autocast, chat_example, fast_bf16,
+from .lm import (HFChatModel, LMExample, TrainConfig, _pad_right, autocast, bf16_on, chat_example,
                            finetuning, token_logprobs, train_lm)
 from .seeding import derive_seed, np_rng
 from .tasks import Task
@@ -54,7 +54,7 @@ def _sft_trl(chat: HFChatModel, examples: Sequence[LMExample], cfg: TrainConfig)
                          logging_steps=1, save_strategy="no", report_to=[], use_cpu=chat.device.type == "cpu",
                          max_length=cfg.max_len, dataloader_num_workers=0, disable_tqdm=True,
                          dataset_num_proc=None, fp16=False, log_level="error",
-                         bf16=cfg.bf16 == "on" or (cfg.bf16 == "auto" and fast_bf16(chat.device)))
+                         bf16=bf16_on(chat.device, cfg.bf16))
         with finetuning(chat.model, cfg.lora_rank, cfg.lora_alpha, cfg.freeze_layers):  # the Trainer trains what requires grad
             trainer = SFTTrainer(model=chat.model, args=args, train_dataset=ds, processing_class=chat.tokenizer)
             trainer.remove_callback(PrinterCallback)
@@ -137,7 +137,7 @@ class GRPOConfig:
     lora_rank: int = 0  # > 0: train LoRA adapters of this rank, merged in after training (see `agora.core.lm`)
     lora_alpha: int = 0  # LoRA scale numerator (0: twice the rank)
     freeze_layers: int = 0  # keep the embeddings and the lowest this many decoder layers fixed
-    bf16: str = "auto"  # bf16 autocast of the policy's forward passes: "auto" (where bf16 is fast), "on", "off"
+    bf16: str = "auto"  # bf16 autocast of the policy's forward passes: "auto" (on a GPU with bf16), "on", "off"
 
 # %% ../../../nbs/core/16_trainers.ipynb #3de075e2
 def grpo_update(chat: HFChatModel, opt: torch.optim.Optimizer, convs: Sequence[Sequence[Message]],
@@ -272,7 +272,7 @@ def _trl_args(chat: HFChatModel, cfg: GRPOConfig, out: str, progress: bool):
         max_grad_norm=cfg.grad_clip, max_completion_length=cfg.max_len, seed=derive_seed(cfg.seed, "grpo-trl"),
         logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=not progress, log_level="error",
         use_cpu=chat.device.type == "cpu", dataloader_num_workers=0, fp16=False,
-        bf16=cfg.bf16 == "on" or (cfg.bf16 == "auto" and fast_bf16(chat.device)))
+        bf16=bf16_on(chat.device, cfg.bf16))
 
 def _grpo_trl(chat: HFChatModel, tasks: list, rollout: Rollout, cfg: GRPOConfig, train_roles: Sequence[str],
               progress: bool) -> list[dict]:
