@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .lm import HFChatModel, openai_messages, token_logprobs
+from .lm import HFChatModel, _cut_at_stop, openai_messages, token_logprobs
 from .seeding import derive_seed
 from .tokenizer import Message
 
@@ -50,8 +50,7 @@ def _error_answer(e: urllib.error.HTTPError) -> tuple[str, str | None]:
 
 def cut_at_stop(text: str, stop: Sequence[str] | None) -> str:
     "`text` up to the first stop string in it (OpenAI's rule: the stop string is not part of the answer)."
-    cut = min((i for s in stop or () if (i := text.find(s)) >= 0), default=len(text))
-    return text[:cut]
+    return _cut_at_stop(text, list(stop or ()))[0]
 
 class EndpointChatModel:
     "The chat interface over an OpenAI-compatible chat-completions endpoint."
