@@ -656,6 +656,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'agora.core.textlm.mlp_modules': ('core/textlm.html#mlp_modules', 'agora/core/textlm.py'),
                                    'agora.core.textlm.sequence_loss': ('core/textlm.html#sequence_loss', 'agora/core/textlm.py')},
             'agora.core.tokenizer': { 'agora.core.tokenizer._byte_level': ('core/tokenizer.html#_byte_level', 'agora/core/tokenizer.py'),
+                                      'agora.core.tokenizer._merged': ('core/tokenizer.html#_merged', 'agora/core/tokenizer.py'),
                                       'agora.core.tokenizer._role': ('core/tokenizer.html#_role', 'agora/core/tokenizer.py'),
                                       'agora.core.tokenizer._sides': ('core/tokenizer.html#_sides', 'agora/core/tokenizer.py'),
                                       'agora.core.tokenizer.build_tokenizer': ( 'core/tokenizer.html#build_tokenizer',

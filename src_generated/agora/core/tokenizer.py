@@ -103,10 +103,13 @@ def _sides(conversation: Sequence[Message], role: str) -> list[tuple[str, list[i
 
 MERGE_SEP = "\n\n"  # between the contents of merged turns
 
+def _merged(conversation: Sequence[Message], sides: list[tuple[str, list[int]]]) -> list[dict]:
+    "The OpenAI messages of `_sides`' groups."
+    return [{"role": r, "content": MERGE_SEP.join(conversation[i]["content"] for i in idx)} for r, idx in sides]
+
 def openai_messages(conversation: Sequence[Message], role: str) -> list[dict]:
     "Messages in OpenAI roles: `role` (the generating speaker) becomes assistant, other speakers user (merged)."
-    return [{"role": r, "content": MERGE_SEP.join(conversation[i]["content"] for i in idx)}
-            for r, idx in _sides(conversation, role)]
+    return _merged(conversation, _sides(conversation, role))
 
 _SENTINEL = "\u241f\u2402"  # two control pictures: text no turn contains
 
@@ -116,7 +119,7 @@ def template_roles(tok: PreTrainedTokenizerBase, conversation: Sequence[Message]
     "Token ids of `conversation` in `tok`'s own chat template and the role id (`ROLE_ID`, 0: template) of every token."
     if not conversation: raise ValueError("empty conversation")
     sides = _sides(conversation, role)
-    msgs = openai_messages(conversation, role)
+    msgs = _merged(conversation, sides)
     name = getattr(tok, "name_or_path", "") or type(tok).__name__
     text, spans = "", []  # spans: (start, end, role id) of each turn's content in the rendered text
     for k, (_, idx) in enumerate(sides):

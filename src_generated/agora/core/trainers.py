@@ -253,8 +253,8 @@ def trl_rollout_fields(tokenizer, played: Sequence[tuple[Sequence[Message], floa
     keep = np.zeros(len(played), bool); keep[informative_groups(rewards, group_size)] = True
     out = {"prompt_ids": [], "completion_ids": [], "logprobs": None, "env_mask": [], "advantage": adv.tolist()}
     for (conv, _), k in zip(played, keep):
-        ids, roles = encode_roles(tokenizer, conv)
-        ids, mask = ids[:max_len], role_loss_mask(tokenizer, ids, roles, train_roles)[:max_len]
+        ids, mask = chat_example(tokenizer, conv, train_roles)
+        ids, mask = ids[:max_len], mask[:max_len]
         cut = mask.index(1) if 1 in mask else len(ids) - 1  # the completion is never empty
         out["prompt_ids"].append(ids[:cut]); out["completion_ids"].append(ids[cut:])
         out["env_mask"].append([m * int(k) for m in mask[cut:]])
