@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agora.core.didactic import (BaseConfig, MethodConfig, base_model, build_models, experiment_configs, method_name,
-                                 multi_turn_rl, trained_model)
+from agora.core.didactic import (BaseConfig, MethodConfig, base_model, build_models, experiment_arms, experiment_configs,
+                                 method_name, multi_turn_rl, trained_model)
 
 ROOT = Path(__file__).parents[1]
 NOTEBOOKS = {"sml": ["10_methods", "30_eval", "40_transfer_sharded"],
@@ -36,12 +36,27 @@ def test_every_didactic_notebook_builds_the_same_configs(profile):
     assert [b.seed for b in bases] == [m.seed for m in methods] == notebook_params("sml", "10_methods", profile)["seeds"]
 
 
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu"])
+def test_every_reference_override_is_a_notebook_parameter(profile):
+    # each notebook takes the overrides it declares; a key no notebook of the paper declares is a typo
+    for slug, names in NOTEBOOKS.items():
+        params = [notebook_params(slug, n, profile) for n in names]
+        ref = params[0]["reference"]
+        assert all(p["reference"] == ref for p in params), slug
+        declared = set().union(*params)
+        assert set(ref) <= declared, (slug, sorted(set(ref) - declared))
+        arms = [experiment_arms(p) for p in params]
+        assert all(len(a) == (2 if ref else 1) for a in arms)
+        if ref:  # the reference arm builds the same configs in every notebook too
+            assert all(experiment_configs(a[1][1]) == experiment_configs(arms[0][1][1]) for a in arms), slug
+
+
 def test_experiment_configs_maps_the_notebook_parameters():
-    p = dict(seeds=[1], size="1m", n_pretrain=1500, pretrain_chunk=100, pretrain_steps=600, n_val=48, train_turns=4,
+    p = dict(seeds=[1], student="tinylm:1m", n_pretrain=1500, pretrain_chunk=100, pretrain_steps=600, n_val=48, train_turns=4,
              sft_steps=60, rl_steps=30, problems_per_step=8, group_size=8, collect_per_problem=2, max_new_tokens=64,
              base_domains=["math", "code", "maze"], jobs=2)
     (b,), (m,) = experiment_configs(p)
-    assert b == BaseConfig(size="1m", domains=("math", "code", "maze"), n_problems=1500, chunk_steps=100, max_steps=600,
+    assert b == BaseConfig(student="tinylm:1m", domains=("math", "code", "maze"), n_problems=1500, chunk_steps=100, max_steps=600,
                            n_val=48, seed=1)
     assert m == MethodConfig(train_turns=4, sft_steps=60, rl_steps=30, problems_per_step=8, group_size=8,
                              collect_per_problem=2, max_new_tokens=64, seed=1)
@@ -61,7 +76,7 @@ def test_a_paper_method_trains_in_a_spawned_worker(tmp_path, monkeypatch):
     from agora.papers.sml.methods import METHODS, q_primed_rl
     (tmp_path / "settings.ini").write_text("[agora]\n")
     monkeypatch.setenv("AGORA_ROOT", str(tmp_path))
-    b = BaseConfig(size="0.1m", domains=("math",), target_domains=("math",), n_problems=20, chunk_steps=2, max_steps=2,
+    b = BaseConfig(student="tinylm:0.1m", domains=("math",), target_domains=("math",), n_problems=20, chunk_steps=2, max_steps=2,
                    n_val=2)
     m = MethodConfig(max_new_tokens=4, sft_steps=1, sft_batch=2, collect_per_problem=1, rl_steps=1, problems_per_step=1,
                      group_size=2, train_turns=2)

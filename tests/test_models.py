@@ -109,12 +109,14 @@ def test_grpo_update_trains_student_tokens_only(smol):
 
 
 def test_a_pretrained_student_for_the_didactic_papers(tmp_path, monkeypatch):
-    cfg = BaseConfig(size="smollm2-135m-instruct", domains=("math",), target_domains=("math",), n_problems=8,
+    cfg = BaseConfig(student="smollm2-135m-instruct", domains=("math",), target_domains=("math",), n_problems=8,
                      batch_size=2, max_steps=2, chunk_steps=2, n_val=2, temperature=0.0)
     lm, info = pretrain_base(cfg)
     assert info["n_params"] == PRETRAINED["smollm2-135m-instruct"].params and info["steps"] == 2
-    with pytest.raises(ValueError, match="valid: 0.1m, 0.3m, 1m, 5m, 25m, 100m, 4m, smollm2-135m-instruct"):
-        pretrain_base(BaseConfig(size="7b"))
+    with pytest.raises(ValueError, match="valid TinyLM students: tinylm:0.1m, tinylm:0.3m, tinylm:1m"):
+        pretrain_base(BaseConfig(student="tinylm:7b"))
+    with pytest.raises(ValueError, match="not a local model that can be finetuned"):
+        pretrain_base(BaseConfig(student="http://127.0.0.1:9/v1"))  # an endpoint only samples
 
 
 def test_a_missing_package_says_what_to_install(monkeypatch, tmp_path):

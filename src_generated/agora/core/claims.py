@@ -19,7 +19,7 @@ from .results import load_results, mean_ci
 
 # %% auto #0
 __all__ = ['COMPARISONS', 'Claim', 'PaperCard', 'list_papers', 'load_card', 'metric_names', 'evaluate_metric', 'Verdict', 'judge',
-           'judge_paper', 'verdict_row']
+           'judge_paper', 'verdict_row', 'verdict_rows']
 
 # %% ../../../nbs/core/06_claims.ipynb #d7e68386
 COMPARISONS = (">", "<", "~")  # greater than value+margin, less than value-margin, within value±margin
@@ -45,6 +45,7 @@ class PaperCard:
     artefacts: list[str] = field(default_factory=list)  # files under figures/<slug>/ the cpu profile writes
     claims: list[Claim] = field(default_factory=list)
     reads: list[str] = field(default_factory=list)  # other papers whose outputs this one reads (runner dependency)
+    reference: dict = field(default_factory=dict)  # a second arm judged by the same claims: {prefix, label} (see below)
 
     def notebook_paths(self, root: Path | None = None) -> list[Path]:
         "Absolute paths of the notebooks, in run order."
@@ -81,6 +82,13 @@ def _reads(d: dict, slug: str, where: str, root: Path | None) -> list[str]:
                              f"valid: {', '.join(k for k in known if k != slug) or '(no other papers)'}")
     return reads
 
+def _reference(d: dict, where: str) -> dict:
+    "The `reference:` mapping of a card: the metric-name prefix of a second arm and its column label."
+    ref = d.get("reference") or {}
+    if not isinstance(ref, dict) or set(ref) != {"prefix", "label"} or not all(isinstance(v, str) and v for v in ref.values()):
+        raise InputError(f"{where}: reference must map prefix and label to non-empty strings, got {ref!r}")
+    return ref
+
 def load_card(slug: str, root: Path | None = None) -> PaperCard:
     "The paper card of `slug`; `InputError` naming the known papers if there is none."
     path = papers_dir(root) / slug / "paper.yaml"
@@ -94,7 +102,8 @@ def load_card(slug: str, root: Path | None = None) -> PaperCard:
         raise InputError(f"{where}: notebooks must be a list of notebook file names in run order")
     card = PaperCard(slug=slug, title=str(d["title"]), arxiv=str(d.get("arxiv", "")), notebooks=d["notebooks"],
                      artefacts=list(d.get("artefacts") or []),
-                     claims=[_claim(c, where) for c in d.get("claims") or []], reads=_reads(d, slug, where, root))
+                     claims=[_claim(c, where) for c in d.get("claims") or []], reads=_reads(d, slug, where, root),
+                     reference=_reference(d, where) if d.get("reference") else {})
     for nb in card.notebook_paths(root):
         if not nb.is_file(): raise InputError(f"{where}: notebook {nb} does not exist")
     return card
@@ -131,11 +140,11 @@ def metric_names(expr: str) -> list[str]:
     _walk(_parse(expr), lambda n: names.append(n) or np.zeros(1))
     return names
 
-def evaluate_metric(expr: str, metrics: dict) -> np.ndarray:
-    "Per-seed values of `expr` over a results file's `metrics` (seeds paired by position)."
+def evaluate_metric(expr: str, metrics: dict, prefix: str = "") -> np.ndarray:
+    "Per-seed values of `expr` over a results file's `metrics` (seeds paired by position); names read as `prefix + name`."
     def lookup(name):
-        if name not in metrics: raise KeyError(name)
-        return np.asarray(metrics[name]["values"], dtype=float)
+        if prefix + name not in metrics: raise KeyError(prefix + name)
+        return np.asarray(metrics[prefix + name]["values"], dtype=float)
     return np.atleast_1d(np.asarray(_walk(_parse(expr), lookup), dtype=float))
 
 # %% ../../../nbs/core/06_claims.ipynb #c10a5594
@@ -149,9 +158,9 @@ class Verdict:
     n: int = 0
     detail: str = ""
 
-def judge(claim: Claim, metrics: dict) -> Verdict:
-    "Test `claim` on a results file's `metrics`."
-    try: vals = evaluate_metric(claim.metric, metrics)
+def judge(claim: Claim, metrics: dict, prefix: str = "") -> Verdict:
+    "Test `claim` on a results file's `metrics` (on a second arm's: the metrics named `prefix + name`)."
+    try: vals = evaluate_metric(claim.metric, metrics, prefix)
     except KeyError as e: return Verdict(claim, "not run", detail=f"metric {e.args[0]} missing")
     vals = vals[np.isfinite(vals)]
     if vals.size == 0: return Verdict(claim, "not run", detail="no finite values")
@@ -160,22 +169,38 @@ def judge(claim: Claim, metrics: dict) -> Verdict:
     ok = {">": lo > v + mg, "<": hi < v - mg, "~": v - mg <= m <= v + mg}[claim.compare]
     return Verdict(claim, "reproduced" if ok else "not reproduced", m, (lo, hi), int(vals.size))
 
-def judge_paper(card: PaperCard, profile: str, root: Path | None = None) -> list[Verdict]:
+def judge_paper(card: PaperCard, profile: str, root: Path | None = None,
+                reference: bool = False,  # judge the card's reference arm (its prefixed metrics) instead
+                ) -> list[Verdict]:
     "Verdicts for every claim of a paper under `profile`; without a results file, each is not run and says how to make it."
+    if reference and not card.reference: raise InputError(f"paper {card.slug} has no reference arm")
+    prefix = card.reference["prefix"] if reference else ""
     try: metrics = load_results(card.slug, profile, root).data["metrics"]  # metrics and timings: a claim may be about speed
     except FileNotFoundError:
         rel = results_path(card.slug, profile, root).relative_to(root or find_root())
         why = f"no {rel}: run agora reproduce --paper {card.slug} --profile {profile}"
         return [Verdict(c, "not run", detail=why) for c in card.claims]
-    return [judge(c, metrics) for c in card.claims]
+    return [judge(c, metrics, prefix) for c in card.claims]
 
 def _fmt(x: float) -> str: return f"{x:.3g}"
 
-def verdict_row(v: Verdict) -> dict:
-    "One printable row: claim, test, estimate with CI, n, verdict."
+def verdict_row(v: Verdict, reference: tuple[str, Verdict] | None = None) -> dict:
+    "One printable row: claim, test, estimate with CI, n, verdict (and `reference` = (label, verdict): a last column)."
     c = v.claim
     test = f"{c.metric} {c.compare} {_fmt(c.value)}" + (f" ± {_fmt(c.margin)}" if c.compare == "~" else
                                                         (f" + {_fmt(c.margin)}" if c.margin else ""))
     est = "" if v.estimate is None else (_fmt(v.estimate) + (f" [{_fmt(v.ci[0])}, {_fmt(v.ci[1])}]" if v.n > 1 else ""))
-    return {"claim": c.id, "test": test, "estimate (95% CI)": est or v.detail, "n": str(v.n) if v.n else "",
-            "verdict": v.status}
+    row = {"claim": c.id, "test": test, "estimate (95% CI)": est or v.detail, "n": str(v.n) if v.n else "",
+           "verdict": v.status}
+    if reference is not None:
+        label, r = reference
+        row[label] = f"{verdict_row(r)['estimate (95% CI)']}, n={r.n}: {r.status}" if r.n else r.status
+    return row
+
+def verdict_rows(card: PaperCard, profile: str, root: Path | None = None) -> list[dict]:
+    "`verdict_row` of every claim, with the reference arm's column when the card has one and the results hold it."
+    main = judge_paper(card, profile, root)
+    if not card.reference: return [verdict_row(v) for v in main]
+    ref = judge_paper(card, profile, root, reference=True)
+    if all(r.status == "not run" for r in ref): return [verdict_row(v) for v in main]
+    return [verdict_row(v, (card.reference["label"], r)) for v, r in zip(main, ref)]

@@ -10,7 +10,7 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from .claims import judge_paper, list_papers, load_card, verdict_row
+from .claims import list_papers, load_card, verdict_rows
 from .paths import PROFILES, find_root, results_path, settings
 from .profiles import InputError, available_profiles
 
@@ -22,9 +22,9 @@ __all__ = ['cmd_list', 'cmd_reproduce', 'cmd_claims', 'benchmarks', 'cmd_bench',
 def _table(rows: list[dict]) -> str:
     "Plain-text columns for a terminal."
     if not rows: return ""
-    cols = list(rows[0])
-    w = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
-    line = lambda r: "  ".join(f"{str(r[c]):<{w[c]}}" for c in cols).rstrip()  # noqa: E731
+    cols = list(dict.fromkeys(c for r in rows for c in r))  # every row's columns, in first-seen order
+    w = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
+    line = lambda r: "  ".join(f"{str(r.get(c, '')):<{w[c]}}" for c in cols).rstrip()  # noqa: E731
     return "\n".join([line({c: c for c in cols}), line({c: "-" * w[c] for c in cols}), *map(line, rows)])
 
 def cmd_list(args) -> int:
@@ -62,7 +62,7 @@ def cmd_claims(args) -> int:
     rows = []
     for s in slugs:
         card = load_card(s)
-        rows += [{"paper": s, **verdict_row(v)} for v in judge_paper(card, args.profile)]
+        rows += [{"paper": s, **r} for r in verdict_rows(card, args.profile)]
     print(_table(rows) if rows else "no claims"); return 0
 
 # %% ../../../nbs/core/09_cli.ipynb #8255358b

@@ -32,12 +32,13 @@ from .tokenizer import build_tokenizer
 from .trainers import GRPOConfig, didactic_rollout, masked_sft, train_grpo
 
 # %% auto #0
-__all__ = ['DOMAINS', 'SIZES', 'DIFFICULTIES', 'Method', 'CORE_METHODS', 'BASE_PARAMS', 'METHOD_PARAMS', 'CACHE_SLUG',
-           'TEACHER_NAMES', 'make_tasks', 'worked_answer', 'single_turn', 'BaseConfig', 'turn1_accuracy',
-           'pretrain_base', 'MethodConfig', 'dialogue_config', 'grpo_config', 'sft_stage', 'single_turn_sft',
-           'single_turn_rl', 'multi_turn_rl', 'collect_dialogues', 'dialogue_sft', 'self_critique_rl', 'method_name',
-           'experiment_configs', 'base_model', 'train_tasks', 'trained_model', 'named_model', 'parallel_calls',
-           'build_models', 'make_teacher', 'play', 'eval_play']
+__all__ = ['DOMAINS', 'SIZES', 'DIFFICULTIES', 'Method', 'CORE_METHODS', 'BASE_PARAMS', 'METHOD_PARAMS', 'OPTIONAL_BASE_PARAMS',
+           'OPTIONAL_METHOD_PARAMS', 'REFERENCE_PREFIX', 'CACHE_SLUG', 'TEACHER_NAMES', 'make_tasks', 'worked_answer',
+           'single_turn', 'BaseConfig', 'tiny_size', 'turn1_accuracy', 'pretrain_base', 'MethodConfig',
+           'dialogue_config', 'grpo_config', 'sft_stage', 'single_turn_sft', 'single_turn_rl', 'multi_turn_rl',
+           'collect_dialogues', 'dialogue_sft', 'self_critique_rl', 'method_name', 'experiment_configs',
+           'experiment_arms', 'base_model', 'train_tasks', 'trained_model', 'named_model', 'parallel_calls',
+           'build_models', 'make_teacher', 'play', 'example_dialogues', 'eval_play']
 
 # %% ../../../nbs/core/17_didactic.ipynb #039e397f
 DOMAINS = {"math": ("arithmetic", "word_problems"), "code": ("code",), "maze": ("maze",), "puzzle": ("puzzle",)}
@@ -73,7 +74,7 @@ DIFFICULTIES = {"math": (1, 2, 3), "code": (3, 4), "maze": (1, 2), "puzzle": (1,
 @dataclass(frozen=True)
 class BaseConfig:
     "Single-turn pretraining of a base student."
-    size: str = "1m"  # student: a TinyLM size (a key of `SIZES`) or a pretrained model (`agora.core.lm.PRETRAINED`)
+    student: str = "tinylm:1m"  # `tinylm:<size>` (a key of `SIZES`): from scratch; else any `load_chat_model` spec
     domains: tuple = ("math", "code")  # pretraining domains
     difficulties: tuple = tuple(DIFFICULTIES.items())  # (domain, levels) pairs
     n_problems: int = 600  # pretraining problems per domain
@@ -82,6 +83,7 @@ class BaseConfig:
     group_by_length: int = 1  # > 1: batches regrouped by length (less padding, but slower learning per step here)
     lr: float = 3e-3  # peak learning rate (a TinyLM from scratch)
     pretrained_lr: float = 5e-5  # peak learning rate when the student is a pretrained model
+    freeze_layers: int = 0  # keep the embeddings and the lowest this many decoder layers fixed (pretrained students)
     warmup: int = 20  # linear warm-up steps (then one cosine decay over `max_steps`)
     chunk_steps: int = 50  # steps between accuracy checks
     max_steps: int = 200  # training steps
@@ -97,6 +99,14 @@ class BaseConfig:
         if domain not in d: raise KeyError(f"no difficulties for domain {domain!r}; configured: {sorted(d)}")
         return tuple(d[domain])
 
+def tiny_size(student: str) -> str | None:
+    "The TinyLM size of a from-scratch student (`tinylm:1m`, or a bare key of `SIZES`); None for a pretrained model."
+    size = student.removeprefix("tinylm:")
+    if size in SIZES: return size
+    if student.startswith("tinylm:"):
+        raise ValueError(f"unknown student {student!r}; valid TinyLM students: {', '.join('tinylm:' + s for s in SIZES)}")
+    return None
+
 def turn1_accuracy(chat: HFChatModel, tasks: Sequence[Task], temperature: float, seed: int = 0,
                    max_new_tokens: int = 64) -> float:
     "Fraction of `tasks` solved by one sampled answer."
@@ -109,12 +119,13 @@ def pretrain_base(cfg: BaseConfig, progress: bool = False) -> tuple[TinyLM, dict
     data = [t for d in cfg.domains for t in make_tasks(d, cfg.n_problems, cfg.seed, "pretrain", cfg.levels(d))]
     val = {d: make_tasks(d, cfg.n_val, cfg.seed, "val", cfg.levels(d)) for d in cfg.domains}
     corpus = [m["content"] for t in data for m in single_turn(t)]
-    if cfg.size in SIZES:
-        lm = TinyLM.create(SIZES[cfg.size], build_tokenizer(corpus, cfg.vocab_size), seed=cfg.seed, max_len=1024,
+    if (size := tiny_size(cfg.student)) is not None:
+        lm = TinyLM.create(SIZES[size], build_tokenizer(corpus, cfg.vocab_size), seed=cfg.seed, max_len=1024,
                            device=default_device())
-    elif cfg.size in PRETRAINED: lm = load_chat_model(cfg.size)  # it learns the answer format the same way
-    else: raise ValueError(f"unknown student {cfg.size!r}; valid: {', '.join([*SIZES, *PRETRAINED])}")
-    lr = cfg.lr if cfg.size in SIZES else cfg.pretrained_lr
+    else: lm = load_chat_model(cfg.student)  # a pretrained model learns the answer format the same way, briefly
+    if not isinstance(lm, HFChatModel):
+        raise ValueError(f"student {cfg.student!r} is not a local model that can be finetuned (an endpoint only samples)")
+    lr = cfg.lr if size is not None else cfg.pretrained_lr
     log, t0 = [], time.time()
 
     def check(step: int) -> bool:
@@ -126,7 +137,8 @@ def pretrain_base(cfg: BaseConfig, progress: bool = False) -> tuple[TinyLM, dict
 
     masked_sft(lm, [single_turn(t) for t in data], backend="loop", callback=check,
                cfg=TrainConfig(steps=cfg.max_steps, batch_size=cfg.batch_size, lr=lr, warmup=cfg.warmup,
-                               seed=derive_seed(cfg.seed, "pretrain"), group_by_length=cfg.group_by_length))
+                               seed=derive_seed(cfg.seed, "pretrain"), group_by_length=cfg.group_by_length,
+                               freeze_layers=cfg.freeze_layers))
     return lm, dict(steps=log[-1]["steps"], n_params=lm.n_params, log=log)
 
 # %% ../../../nbs/core/17_didactic.ipynb #240a03ad
@@ -149,6 +161,8 @@ class MethodConfig:
     kl_coef: float = 0.0  # KL penalty (sml paper: none)
     q_base: float = 0.75  # Q-priming: a wrong attempt at turn t becomes a question with probability q_base**t
     critique_coef: float = 1.0  # self-critique training: weight of the LM loss on teacher turns
+    freeze_layers: int = 0  # keep the embeddings and the lowest this many decoder layers fixed (pretrained students)
+    lora_rank: int = 0  # > 0: train LoRA adapters of this rank instead of the weights (merged in after each stage)
     seed: int = 0
 
 def dialogue_config(cfg: MethodConfig, turns: int | None = None) -> DialogueConfig:
@@ -159,14 +173,16 @@ def dialogue_config(cfg: MethodConfig, turns: int | None = None) -> DialogueConf
 def grpo_config(cfg: MethodConfig) -> GRPOConfig:
     "The GRPO settings of the RL methods."
     return GRPOConfig(steps=cfg.rl_steps, problems_per_step=cfg.problems_per_step, group_size=cfg.group_size,
-                      lr=cfg.rl_lr, kl_coef=cfg.kl_coef, loss_norm=cfg.rl_norm, seed=derive_seed(cfg.seed, "grpo"))
+                      lr=cfg.rl_lr, kl_coef=cfg.kl_coef, loss_norm=cfg.rl_norm, seed=derive_seed(cfg.seed, "grpo"),
+                      freeze_layers=cfg.freeze_layers, lora_rank=cfg.lora_rank)
 
 def sft_stage(chat: HFChatModel, convs: list, cfg: MethodConfig, name: str,
               train_roles: Sequence[str] = ("student",)) -> list[float]:
     "One SFT stage of `cfg.sft_steps` on `convs` (nothing to learn from: the model is unchanged)."
     if not convs: return []
     return masked_sft(chat, convs, TrainConfig(steps=cfg.sft_steps, batch_size=cfg.sft_batch, lr=cfg.sft_lr,
-                                                warmup=max(1, cfg.sft_steps // 10), seed=derive_seed(cfg.seed, name)),
+                                                warmup=max(1, cfg.sft_steps // 10), seed=derive_seed(cfg.seed, name),
+                                                freeze_layers=cfg.freeze_layers, lora_rank=cfg.lora_rank),
                       train_roles)
 
 # %% ../../../nbs/core/17_didactic.ipynb #1ef63d1b
@@ -214,27 +230,43 @@ def method_name(method: Method) -> str:
     return name
 
 # %% ../../../nbs/core/17_didactic.ipynb #540f8ba4
-BASE_PARAMS = {"size": "size", "n_pretrain": "n_problems", "pretrain_chunk": "chunk_steps",
+BASE_PARAMS = {"student": "student", "n_pretrain": "n_problems", "pretrain_chunk": "chunk_steps",
                "pretrain_steps": "max_steps", "n_val": "n_val"}  # notebook parameter -> `BaseConfig` field
 METHOD_PARAMS = ("train_turns", "sft_steps", "rl_steps", "problems_per_step", "group_size", "collect_per_problem",
                  "max_new_tokens")  # notebook parameters that are `MethodConfig` fields of the same name
+OPTIONAL_BASE_PARAMS = {"pretrain_batch": "batch_size", "pretrain_lr": "pretrained_lr",
+                        "freeze_layers": "freeze_layers"}  # used when a notebook sets them (else the field's default)
+OPTIONAL_METHOD_PARAMS = ("sft_lr", "sft_batch", "rl_lr", "freeze_layers", "lora_rank")
 
 def experiment_configs(params: Mapping[str, object]) -> tuple[list[BaseConfig], list[MethodConfig]]:
     "The base and method configs of every seed in `params['seeds']`, set by a notebook's parameters."
     missing = [k for k in ("seeds", *BASE_PARAMS, *METHOD_PARAMS) if k not in params]
     if missing: raise KeyError(f"missing notebook parameters: {', '.join(missing)}")
-    base = {f: params[k] for k, f in BASE_PARAMS.items()}
+    base = {f: params[k] for k, f in {**BASE_PARAMS, **OPTIONAL_BASE_PARAMS}.items() if k in params}
     if "base_domains" in params: base["domains"] = tuple(params["base_domains"])
-    method = {k: params[k] for k in METHOD_PARAMS}
+    if params.get("levels"):  # difficulty levels per domain, e.g. {"math": [2, 3]}; other domains keep the defaults
+        base["difficulties"] = tuple({**DIFFICULTIES, **{d: tuple(v) for d, v in params["levels"].items()}}.items())
+    method = {k: params[k] for k in (*METHOD_PARAMS, *OPTIONAL_METHOD_PARAMS) if k in params}
     seeds = list(params["seeds"])
     return [BaseConfig(**base, seed=s) for s in seeds], [MethodConfig(**method, seed=s) for s in seeds]
+
+REFERENCE_PREFIX = "ref."  # metric-name prefix of the reference arm (the papers' cards name it under `reference:`)
+
+def experiment_arms(params: Mapping[str, object]) -> list[tuple[str, dict]]:
+    "(metric prefix, parameters) of each arm: the notebook's own, and the `reference` arm (its overrides) if set."
+    own = {k: v for k, v in params.items() if not k.startswith("_")}
+    ref = own.get("reference") or {}
+    if not isinstance(ref, Mapping): raise TypeError(f"reference must be a mapping of parameter overrides, got {ref!r}")
+    # the overrides are shared by a paper's notebooks: each takes those it declares (the tests check every key is known)
+    return [("", own)] + ([(REFERENCE_PREFIX, {**own, **{k: v for k, v in ref.items() if k in own}, "reference": {}})]
+                          if ref else [])
 
 # %% ../../../nbs/core/17_didactic.ipynb #d46ee7a7
 CACHE_SLUG = "didactic"
 
 def base_model(cfg: BaseConfig, big: str | None = None, slug: str = CACHE_SLUG) -> tuple[HFChatModel, dict]:
-    "The base student (or, with `big` = a size, the bigger reference trained the same way), cached."
-    if big is not None: cfg = replace(cfg, size=big)
+    "The base student (or, with `big` = another student spec, the bigger reference trained the same way), cached."
+    if big is not None: cfg = replace(cfg, student=big)
     with cached_stage(slug, "base", asdict(cfg)) as (d, done):
         if not done:
             lm, info = pretrain_base(cfg)
@@ -260,12 +292,12 @@ def trained_model(method: Method, domain: str, n_train: int, base: BaseConfig, c
     return HFChatModel.from_pretrained(d, dtype="float32"), json.loads((d / "log.json").read_text())
 
 def named_model(name: str, methods: Sequence[Method], domain: str, n_train: int, base: BaseConfig, cfg: MethodConfig,
-                big_size: str | None = None) -> HFChatModel:
-    "A paper's model by its name: `base`, `big_base` (the `big_size` reference) or the name of one of `methods`."
+                big_student: str | None = None) -> HFChatModel:
+    "A paper's model by its name: `base`, `big_base` (the `big_student` reference) or the name of one of `methods`."
     if name == "base": return base_model(base)[0]
     if name == "big_base":
-        if big_size is None: raise ValueError("big_base needs big_size")
-        return base_model(base, big=big_size)[0]
+        if big_student is None: raise ValueError("big_base needs big_student")
+        return base_model(base, big=big_student)[0]
     by_name = {method_name(m): m for m in methods}
     if name not in by_name:
         raise KeyError(f"unknown model {name!r}; choose from {', '.join(['base', 'big_base', *by_name])}")
@@ -320,6 +352,13 @@ def play(chat: HFChatModel, tasks: Sequence[Task], teacher: str | Teacher = "scr
     cfg = DialogueConfig(max_turns=max_turns, max_new_tokens=max_new_tokens, temperature=temperature, sharded=sharded)
     t = None if sharded else (make_teacher(teacher, tasks, chat) if isinstance(teacher, str) else teacher)
     return DidacticEnv(chat, t, cfg).run(list(tasks), seed)
+
+def example_dialogues(played: dict[str, list[Episode]], k: int = 3) -> list[dict]:
+    "The first `k` problems the first model missed at turn 1, as each model played them: one row per turn."
+    first = next(iter(played.values()))
+    picks = [i for i, e in enumerate(first) if e.solved_at != 1][:k]
+    return [dict(example=j + 1, model=name, turn=t, role=turn.role, text=turn.content.strip())
+            for name, eps in played.items() for j, i in enumerate(picks) for t, turn in enumerate(eps[i].turns)]
 
 def eval_play(chat: HFChatModel, tasks: Sequence[Task], teacher: str | Teacher | None, turns: int, base: BaseConfig,
               cfg: MethodConfig) -> list[Episode]:

@@ -9,7 +9,7 @@ import json
 import re
 from pathlib import Path
 
-from .claims import judge_paper, list_papers, load_card, verdict_row
+from .claims import list_papers, load_card, verdict_rows
 from .paths import find_root, nbs_dir, papers_dir, results_path
 
 # %% auto #0
@@ -41,7 +41,7 @@ def verdict_markdown(slug: str, root: Path | None = None) -> str:
     out = []
     for profile in ("cpu", "gpu"):
         if not results_path(slug, profile, root).is_file(): continue
-        rows = [verdict_row(v) for v in judge_paper(card, profile, root)]
+        rows = verdict_rows(card, profile, root)
         if rows: out.append(f"**{profile} profile** (`agora claims --paper {slug} --profile {profile}`)\n\n{_md(rows)}")
     return "\n\n".join(out) or "_No results yet: run `agora reproduce --paper " + slug + "`._"
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...core.didactic import BaseConfig, MethodConfig, eval_play, make_tasks
+from ...core.didactic import BaseConfig, MethodConfig, eval_play, example_dialogues, make_tasks
 from ...core.dialogue import ENV_FAMILIES, Episode, repeat_counts, success_by_turn  # ENV_FAMILIES: maze, puzzle
 from .train import MODELS, load_model
 
 # %% auto #0
-__all__ = ['TEACHER_FAMILIES', 'TRANSFER_MODELS', 'EvalConfig', 'model_stats', 'gap_seed', 'transfer_seed']
+__all__ = ['TEACHER_FAMILIES', 'TRANSFER_MODELS', 'CONTROL_MODELS', 'EvalConfig', 'model_stats', 'gap_seed', 'transfer_seed']
 
 # %% ../../../../nbs/papers/rl2f/30_gap_transfer.ipynb #6857a44f
 TEACHER_FAMILIES = ["code", "maze", "puzzle"]  # held-out domains, played with the scripted teacher
@@ -28,20 +28,27 @@ class EvalConfig:
     eval_turns: int = 10  # math dialogue length (paper: up to 10)
     transfer_turns: int = 4  # held-out domains: turns per episode
     n_train: int = 256  # finetuning problems the methods were trained on (part of their cache key)
-    big_size: str | None = None  # bigger reference size (None: not evaluated for this seed)
+    big_student: str | None = None  # bigger reference student (None: not evaluated for this seed)
 
 def model_stats(eps: list[Episode], turns: int) -> dict:
     "Cumulative success by turn and the repeat counts (repeats, eligible) of a model's episodes."
     return dict(curve=success_by_turn(eps, turns), repeats=repeat_counts(eps))
 
+CONTROL_MODELS = ["base", "multi_turn_rl"]  # also played with retry-only and shuffled feedback
+
 def gap_seed(b: BaseConfig, m: MethodConfig, ev: EvalConfig) -> dict:
-    "Success by turn on held-out math with the scripted teacher, and repeat counts, for every model of one seed."
+    "Success by turn and repeat counts on held-out math (scripted teacher; retry-only and shuffled controls), one seed."
     tasks = make_tasks("math", ev.n_eval, b.seed, "eval", b.levels("math"))
-    out = {}
+    out, played = {}, {}
     for n in MODELS:
-        if n == "big_base" and ev.big_size is None: continue
-        eps = eval_play(load_model(n, b, m, ev.n_train, ev.big_size), tasks, "scripted", ev.eval_turns, b, m)
+        if n == "big_base" and ev.big_student is None: continue
+        chat = load_model(n, b, m, ev.n_train, ev.big_student)
+        played[n] = eps = eval_play(chat, tasks, "scripted", ev.eval_turns, b, m)
         out[n] = model_stats(eps, ev.eval_turns)
+        if n in CONTROL_MODELS:
+            for t in ("retry", "shuffled"):
+                out[(n, t)] = model_stats(eval_play(chat, tasks, t, ev.eval_turns, b, m), ev.eval_turns)
+    out["examples"] = example_dialogues({n: played[n] for n in CONTROL_MODELS})
     return out
 
 def transfer_seed(b: BaseConfig, m: MethodConfig, ev: EvalConfig) -> dict:

@@ -20,6 +20,6 @@ METHODS = (multi_turn_rl, single_turn_rl, self_critique_rl)  # RL²F, single-tur
 MODELS = ["base", "big_base", *map(method_name, METHODS)]
 TRAIN_DOMAIN = "math"  # every method trains on math only; other domains are held out
 
-def load_model(name: str, base: BaseConfig, method: MethodConfig, n_train: int, big_size: str | None = None) -> HFChatModel:
+def load_model(name: str, base: BaseConfig, method: MethodConfig, n_train: int, big_student: str | None = None) -> HFChatModel:
     "A cached model of the experiment by its name (base, big_base, multi_turn_rl, single_turn_rl, self_critique_rl)."
-    return named_model(name, METHODS, TRAIN_DOMAIN, n_train, base, method, big_size)
+    return named_model(name, METHODS, TRAIN_DOMAIN, n_train, base, method, big_student)

@@ -11,8 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ...core.didactic import (BaseConfig, MethodConfig, eval_play, make_tasks, method_name, named_model,
-                                 worked_answer)
+from ...core.didactic import (BaseConfig, MethodConfig, eval_play, example_dialogues, make_tasks, method_name,
+                                 named_model, worked_answer)
 from ...core.dialogue import Episode, success_by_turn
 from ...core.lm import HFChatModel
 from .methods import METHODS
@@ -50,26 +50,27 @@ class EvalConfig:
     train_turns: int = 4  # controls are compared at this turn
     k_max: int = 3  # teacher turns scored for the answer loss
     n_train: int = 256  # finetuning problems the methods were trained on (part of their cache key)
-    big_size: str | None = None  # bigger reference size (None: not evaluated)
+    big_student: str | None = None  # bigger reference student (None: not evaluated)
 
 def load_model(name: str, base: BaseConfig, method: MethodConfig, evaluation: EvalConfig) -> HFChatModel:
     "A cached model of the experiment by its name (base, big_base, or a method's: dialogue_sft, multi_turn_rl, ...)."
-    return named_model(name, METHODS, "math", evaluation.n_train, base, method, evaluation.big_size)
+    return named_model(name, METHODS, "math", evaluation.n_train, base, method, evaluation.big_student)
 
 def evaluate_seed(b: BaseConfig, m: MethodConfig, ev: EvalConfig) -> dict:
     "Success by turn, feedback controls and answer loss of every model of one seed."
     tasks = make_tasks("math", ev.n_eval, b.seed, "eval", b.levels("math"))
     out = dict(curves={}, controls={}, aloss={})
-    models = {n: load_model(n, b, m, ev) for n in MODELS if n != "big_base" or ev.big_size}  # each loaded once
+    models = {n: load_model(n, b, m, ev) for n in MODELS if n != "big_base" or ev.big_student}  # each loaded once
+    played = {}
     for n, chat in models.items():
-        eps = eval_play(chat, tasks, "scripted", ev.eval_turns, b, m)
+        played[n] = eps = eval_play(chat, tasks, "scripted", ev.eval_turns, b, m)
         out["curves"][n] = success_by_turn(eps, ev.eval_turns)
-        if n == "base": base_eps = eps
-    for n in ("base", "multi_turn_rl"):
-        chat = models[n]
+    base_eps = played["base"]
+    out["examples"] = example_dialogues({n: played[n] for n in ("base", "multi_turn_rl")})
+    for n in ("base", "multi_turn_rl"):  # the controls by turn: the scripted curve above, retry-only and shuffled
         for t in ("scripted", "retry", "shuffled"):
-            eps = eval_play(chat, tasks, t, ev.train_turns, b, m)
-            out["controls"][(n, t)] = success_by_turn(eps, ev.train_turns)[-1]
+            eps = played[n] if t == "scripted" else eval_play(models[n], tasks, t, ev.eval_turns, b, m)
+            out["controls"][(n, t)] = success_by_turn(eps, ev.eval_turns)
     by_uid = {t.uid: t for t in tasks}
     pre = [(feedback_prefixes(e, ev.k_max), worked_answer(by_uid[e.uid])) for e in base_eps]
     pre = [(p, a) for p, a in pre if p is not None]
