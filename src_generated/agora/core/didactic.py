@@ -84,7 +84,7 @@ class BaseConfig:
     lr: float = 3e-3  # peak learning rate (a TinyLM from scratch)
     pretrained_lr: float = 5e-5  # peak learning rate when the student is a pretrained model
     freeze_layers: int = 0  # keep the embeddings and the lowest this many decoder layers fixed (pretrained students)
-    warmup: int = 20  # linear warm-up steps (then one cosine decay over `max_steps`)
+    warmup: int = 20  # linear warm-up steps, at most a quarter of `max_steps` (then one cosine decay over `max_steps`)
     chunk_steps: int = 50  # steps between accuracy checks
     max_steps: int = 200  # training steps
     target_acc: float = 2.0  # stop once every target domain reaches this turn-1 accuracy (> 1: never)
@@ -135,8 +135,9 @@ def pretrain_base(cfg: BaseConfig, progress: bool = False) -> tuple[TinyLM, dict
         if progress: print(log[-1])
         return min(acc[d] for d in cfg.target_domains) >= cfg.target_acc
 
+    warmup = min(cfg.warmup, max(1, cfg.max_steps // 4))  # a short run (a pretrained student) warms up for a quarter
     masked_sft(lm, [single_turn(t) for t in data], backend="loop", callback=check,
-               cfg=TrainConfig(steps=cfg.max_steps, batch_size=cfg.batch_size, lr=lr, warmup=cfg.warmup,
+               cfg=TrainConfig(steps=cfg.max_steps, batch_size=cfg.batch_size, lr=lr, warmup=warmup,
                                seed=derive_seed(cfg.seed, "pretrain"), group_by_length=cfg.group_by_length,
                                freeze_layers=cfg.freeze_layers))
     return lm, dict(steps=log[-1]["steps"], n_params=lm.n_params, log=log)

@@ -60,7 +60,8 @@ def evaluate_seed(b: BaseConfig, m: MethodConfig, ev: EvalConfig) -> dict:
     "Success by turn, feedback controls and answer loss of every model of one seed."
     tasks = make_tasks("math", ev.n_eval, b.seed, "eval", b.levels("math"))
     out = dict(curves={}, controls={}, aloss={})
-    models = {n: load_model(n, b, m, ev) for n in MODELS if n != "big_base" or ev.big_student}  # each loaded once
+    # each loaded once; Q-priming is about sharded problems (40_transfer_sharded), not played here
+    models = {n: load_model(n, b, m, ev) for n in MODELS if (n != "big_base" or ev.big_student) and n != "q_primed_rl"}
     played = {}
     for n, chat in models.items():
         played[n] = eps = eval_play(chat, tasks, "scripted", ev.eval_turns, b, m)
