@@ -56,6 +56,19 @@ def test_unchanged_notebooks_are_skipped_until_inputs_change(toy_repo):
     assert [l.split()[:2] for l in r.stdout.splitlines() if l.startswith("toy/")] == [["toy/90_figures", "ok"]]
 
 
+def test_a_rerun_from_the_first_notebook_drops_metrics_of_older_runs(repo):
+    # a metric no notebook writes any more (a model dropped from the paper) must not outlive the run that wrote it
+    write = "from agora.core.results import record_metrics\nrecord_metrics('m', profile, {k: [1.0] for k in (ROOT / 'keys.txt').read_text().split()})"
+    make_paper(repo, "m", {"00_metrics": write, "90_more": "from agora.core.results import record_metrics\nrecord_metrics('m', profile, {'late': [2.0]})"})
+    (repo / "keys.txt").write_text("a b")
+    assert agora(repo, "reproduce", "--profile", "smoke").returncode == 0
+    (repo / "keys.txt").write_text("a")
+    assert agora(repo, "reproduce", "--profile", "smoke", "--force", "--only", "90_*").returncode == 0  # partial: kept
+    assert sorted(json.loads((repo / "runs/smoke/m/results.json").read_text())["metrics"]) == ["a", "b", "late"]
+    assert agora(repo, "reproduce", "--profile", "smoke", "--force").returncode == 0
+    assert sorted(json.loads((repo / "runs/smoke/m/results.json").read_text())["metrics"]) == ["a", "late"]
+
+
 def test_failing_notebook_is_reported_and_others_keep_their_outputs(toy_repo):
     assert agora(toy_repo, "reproduce", "--profile", "cpu").returncode == 0
     before = {p: p.read_bytes() for p in files_under(toy_repo / "figures/toy")}

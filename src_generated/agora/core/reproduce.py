@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from .claims import PaperCard, list_papers, load_card
-from .paths import check_profile, find_root, run_dir, runs_dir
+from .paths import check_profile, find_root, results_path, run_dir, runs_dir
 from .profiles import InputError, resolve_parameters
 
 # %% auto #0
@@ -239,6 +239,7 @@ def run_paper(jobs: list[NotebookJob], profile: str, root: Path, force: bool = F
     control, code = control or RunControl(), code or code_fingerprint()
     slug, env = jobs[0].slug, kernel_env(root, threads)
     state, runs = read_state(slug, profile, root), []
+    whole = len(jobs) == len(jobs[-1].upstream) + 1  # every notebook of the paper, in card order
     for job in jobs:
         if control.stopped.is_set(): break
         key, out = job_key(job, profile, root, code, state), run_dir(slug, profile, root) / job.path.name
@@ -247,6 +248,8 @@ def run_paper(jobs: list[NotebookJob], profile: str, root: Path, force: bool = F
         else:
             state.pop(job.path.stem, None)
             write_state(slug, profile, root, state)  # before it runs: an interrupted run is never "done"
+            if whole and not job.upstream:  # the paper reruns from its first notebook: no metric of an older run
+                results_path(slug, profile, root).unlink(missing_ok=True)  # (say, of a model no longer trained) stays
             if on_start: on_start(job)
             r = run_notebook(job, profile, root, env, control)
             if r.status == "ok":
