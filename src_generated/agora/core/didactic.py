@@ -246,6 +246,8 @@ def experiment_configs(params: Mapping[str, object]) -> tuple[list[BaseConfig], 
     base = {f: params[k] for k, f in {**BASE_PARAMS, **OPTIONAL_BASE_PARAMS}.items() if k in params}
     if "base_domains" in params: base["domains"] = tuple(params["base_domains"])
     if params.get("levels"):  # difficulty levels per domain, e.g. {"math": [2, 3]}; other domains keep the defaults
+        unknown = sorted(set(params["levels"]) - set(DOMAINS))
+        if unknown: raise KeyError(f"levels names unknown domains {', '.join(unknown)}; valid: {', '.join(DOMAINS)}")
         base["difficulties"] = tuple({**DIFFICULTIES, **{d: tuple(v) for d, v in params["levels"].items()}}.items())
     method = {k: params[k] for k in (*METHOD_PARAMS, *OPTIONAL_METHOD_PARAMS) if k in params}
     seeds = list(params["seeds"])
