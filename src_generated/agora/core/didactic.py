@@ -21,6 +21,9 @@ from unittest import mock
 import numpy as np
 import torch
 
+import pandas as pd
+
+from .artefacts import save_table
 from .cache import cached_stage
 from .dialogue import (BlindRetryTeacher, DialogueConfig, DidacticEnv, EnvTeacher, Episode, RetryTeacher,
                                  ScriptedTeacher, SelfTeacher, ShuffledTeacher, Teacher)
@@ -38,7 +41,8 @@ __all__ = ['DOMAINS', 'SIZES', 'DIFFICULTIES', 'Method', 'CORE_METHODS', 'BASE_P
            'dialogue_config', 'grpo_config', 'sft_stage', 'single_turn_sft', 'single_turn_rl', 'multi_turn_rl',
            'collect_dialogues', 'dialogue_sft', 'self_critique_rl', 'method_name', 'experiment_configs',
            'experiment_arms', 'base_model', 'train_tasks', 'trained_model', 'named_model', 'parallel_calls',
-           'build_models', 'make_teacher', 'play', 'example_dialogues', 'eval_play']
+           'parallel_groups', 'build_models', 'make_teacher', 'play', 'example_dialogues', 'save_dialogues',
+           'eval_play']
 
 # %% ../../../nbs/core/17_didactic.ipynb #039e397f
 DOMAINS = {"math": ("arithmetic", "word_problems"), "code": ("code",), "maze": ("maze",), "puzzle": ("puzzle",)}
@@ -330,6 +334,13 @@ def parallel_calls(calls: Sequence[tuple[Callable, tuple]], jobs: int = 1, threa
         futs = [pool.submit(_run, fn, args) for fn, args in calls]  # the workers start here, inside the patch
         return [f.result() for f in futs]
 
+def parallel_groups(calls: Sequence[tuple[object, tuple[Callable, tuple]]], jobs: int = 1, threads: int = 1) -> dict:
+    "`(key, (fn, args))` calls run together by `parallel_calls`; `{key: [results of its calls, in order]}`."
+    results = parallel_calls([c for _, c in calls], jobs, threads)
+    out: dict = {}
+    for (key, _), r in zip(calls, results): out.setdefault(key, []).append(r)
+    return out
+
 def build_models(calls: Sequence[tuple[Callable, tuple]], jobs: int = 1, threads: int = 1) -> list:
     "Run cached-model builders `fn(*args) -> (model, log)` in `jobs` processes; the logs, in order."
     return parallel_calls(calls, jobs, threads, _run_build)
@@ -362,6 +373,13 @@ def example_dialogues(played: dict[str, list[Episode]], k: int = 3) -> list[dict
     picks = [i for i, e in enumerate(first) if e.solved_at != 1][:k]
     return [dict(example=j + 1, model=name, turn=t, role=turn.role, text=turn.content.strip())
             for name, eps in played.items() for j, i in enumerate(picks) for t, turn in enumerate(eps[i].turns)]
+
+def save_dialogues(rows: list[dict], slug: str, profile: str) -> pd.DataFrame:
+    "`example_dialogues` rows as the paper's `example_dialogues` table, one markdown row per turn; the table."
+    t = pd.DataFrame(rows)
+    t["text"] = t["text"].str.replace("\n", " ⏎ ").str.replace("|", "\\|")
+    save_table(t, "example_dialogues", slug, profile, sort_by=["example", "model", "turn"])
+    return t
 
 def eval_play(chat: HFChatModel, tasks: Sequence[Task], teacher: str | Teacher | None, turns: int, base: BaseConfig,
               cfg: MethodConfig) -> list[Episode]:
